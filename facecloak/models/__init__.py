@@ -1,0 +1,37 @@
+"""The recognition-model zoo: one registry of `ModelSpec`s, created by name (timm-style).
+
+Each architecture lives in its own module and registers itself on import below.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from leam.registry import Registry
+
+from facecloak.models.spec import ModelSpec, Source, SourceFile
+
+MODELS: Registry[ModelSpec] = Registry("recognition model")
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    return MODELS.get(model_id)
+
+
+def load_model(model_id: str) -> nn.Module:
+    """Build the module, load verified cached weights, put it in eval mode with frozen parameters."""
+    from facecloak.models.pull import load_state
+
+    spec = get_spec(model_id)
+    module = spec.build()
+    module.load_state_dict(load_state(spec), strict=True)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+# Architectures register themselves; keep this list in the order `models list` shows them.
+from facecloak.models import mbf_arc, dlib_r29, hse_mnv1, mobileface, mbf_tf  # noqa: E402,F401
+
+__all__ = ["MODELS", "ModelSpec", "Source", "SourceFile", "get_spec", "load_model"]
