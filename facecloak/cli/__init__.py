@@ -1,0 +1,64 @@
+"""`facecloak` command line: a thin typer shell over the library.
+
+Errors the library raises on purpose (`FacecloakError`) become one red line on stderr and exit code 2;
+tracebacks never show local variables (they hold faces and embeddings).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from facecloak.errors import FacecloakError
+
+app = typer.Typer(
+    name="facecloak",
+    help="Protect people in photos from face recognition by changing only the pixels models rely on most.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from facecloak.cli import models as models_cli
+
+    app.add_typer(models_cli.app, name="models")
+    for name in ("explain", "protect", "bench"):
+        try:
+            module = __import__(f"facecloak.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"facecloak.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except FacecloakError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]: finished outputs are kept; rerun to resume")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and aborts
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,212 @@
+"""Recognisers behind one numpy interface: black-box ones (no gradients) and wrapped differentiable models.
+
+A `Recogniser` turns aligned uint8 RGB crops into embeddings. Black-box recognisers are the transfer targets
+that protection is measured against (the original ONNX under onnxruntime, native dlib, any ArcFace-style
+ONNX file a user has); `differentiable_recogniser` wraps a `MODELS` entry so the bench evaluates every
+model the same way.
+
+Names resolved by `get_recogniser`:
+    `mbf-arc-onnx`        the original `fr_feature.onnx` under onnxruntime (needs `facecloak models pull mbf-arc`)
+    `dlib-native`         dlib's ResNet face descriptor on 150x150 dlib chips (needs `facecloak[dlib]`)
+    `onnx:/path/x.onnx`   an ArcFace-style ONNX file: RGB, (x - 127.5) / 127.5, size read from the graph
+    any `MODELS` id       the PyTorch port, under `torch.no_grad`
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facecloak.errors import ConfigError, FacecloakError, ImageError
+from facecloak.models import MODELS, load_model
+from leam.registry import Registry, UnknownNameError
+
+EmbedFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Recogniser:
+    """A face recogniser seen as a function of aligned crops.
+
+    `embed(crops)`: crops uint8 RGB (N, input_size, input_size, 3), aligned to the template named by
+    `template` -> float32 (N, D) raw embeddings (compare them with cosine similarity).
+    """
+
+    id: str
+    template: str
+    input_size: int
+    embed_fn: EmbedFn = field(repr=False, compare=False)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        s = self.input_size
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            got = f"{crops.dtype} {crops.shape}" if isinstance(crops, np.ndarray) else type(crops).__name__
+            raise ImageError(
+                f"recogniser {self.id!r} takes uint8 RGB crops of shape (N, {s}, {s}, 3) aligned to "
+                f"{self.template}, got {got}"
+            )
+        if len(crops) == 0:
+            raise ImageError(f"recogniser {self.id!r} got an empty batch of crops")
+        out = np.asarray(self.embed_fn(crops), dtype=np.float32)
+        return out.reshape(len(crops), -1)
+
+
+RecogniserFactory = Callable[[], Recogniser]
+RECOGNISERS: Registry[RecogniserFactory] = Registry("recogniser")
+
+
+# --- ONNX under onnxruntime ----------------------------------------------------------------------------------
+
+
+def onnx_recogniser(
+    path: Path,
+    *,
+    recogniser_id: str | None = None,
+    template: str = "arcface112",
+    mean: float = 127.5,
+    std: float = 127.5,
+    colour_order: str = "RGB",
+) -> Recogniser:
+    """An ONNX face-embedding model run by onnxruntime on CPU.
+
+    The graph must take one float image tensor, NCHW (N, 3, S, S) or NHWC (N, S, S, 3); S is read from the
+    graph. Pixels are fed as (x - mean) / std in `colour_order`. A fixed batch dimension (e.g. 1) is honoured by
+    running the crops in chunks of that size (the last chunk padded by repetition, the padding dropped).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ONNX recogniser file not found: {path}")
+    if colour_order not in ("RGB", "BGR"):
+        raise ConfigError(f"colour_order must be RGB or BGR, got {colour_order!r}")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise ConfigError(f"onnxruntime cannot load {path}: {exc}") from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ConfigError(f"{path.name} has {len(inputs)} inputs; a face-embedding model takes one image")
+    layout, size, fixed_batch = _image_input_layout(inputs[0].shape, path.name)
+    input_name = inputs[0].name
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        x = crops[..., ::-1] if colour_order == "BGR" else crops
+        x = (x.astype(np.float32) - mean) / std
+        if layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(x)
+        chunk = fixed_batch or len(x)
+        outputs = []
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            n = len(part)
+            if n < chunk:  # a graph with a fixed batch needs a full one
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
+            out = session.run(None, {input_name: part})[0]
+            outputs.append(np.asarray(out, np.float32).reshape(chunk, -1)[:n])
+        return np.concatenate(outputs)
+
+    return Recogniser(
+        id=recogniser_id or f"onnx:{path}", template=template, input_size=size, embed_fn=embed
+    )
+
+
+def _image_input_layout(shape: list, name: str) -> tuple[str, int, int | None]:
+    """(layout, square size, fixed batch or None) of an image input shape such as [1, 3, 112, 112]."""
+    if len(shape) != 4:
+        raise ConfigError(f"{name}: input shape {shape} is not an image batch (N, C, H, W) or (N, H, W, C)")
+    batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    if shape[1] == 3:
+        layout, h, w = "NCHW", shape[2], shape[3]
+    elif shape[3] == 3:
+        layout, h, w = "NHWC", shape[1], shape[2]
+    else:
+        raise ConfigError(f"{name}: input shape {shape} has no 3-channel axis")
+    if not (isinstance(h, int) and isinstance(w, int) and h == w and h > 0):
+        raise ConfigError(f"{name}: input shape {shape} needs a fixed square image size")
+    return layout, h, batch
+
+
+def _mbf_arc_onnx() -> Recogniser:
+    from facecloak.models.mbf_arc import ONNX_FILE, SOURCE
+    from facecloak.models.pull import cached_source_files
+
+    files = cached_source_files(SOURCE, "mbf-arc-onnx (the original fr_feature.onnx of `mbf-arc`)")
+    # The package's JavaScript normalises with (x - 127) / 128 on RGB.
+    return onnx_recogniser(files[ONNX_FILE], recogniser_id="mbf-arc-onnx", mean=127.0, std=128.0)
+
+
+RECOGNISERS.register("mbf-arc-onnx", _mbf_arc_onnx)
+
+
+# --- native dlib ---------------------------------------------------------------------------------------------
+
+DLIB_CHIP_SIZE = 150
+
+
+def _dlib_native() -> Recogniser:
+    """dlib's ResNet face descriptor (128-d) on 150x150 chips aligned like `dlib.get_face_chip` (padding 0.25)."""
+    try:
+        import dlib
+        with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
+            warnings.simplefilter("ignore")
+            import face_recognition_models
+    except ImportError as exc:
+        raise FacecloakError(
+            f"the dlib-native recogniser needs dlib and its models: pip install 'facecloak[dlib]' ({exc})"
+        ) from exc
+    model = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        chips = [np.ascontiguousarray(c) for c in crops]
+        return np.array([np.array(d, np.float32) for d in model.compute_face_descriptor(chips, 0)], np.float32)
+
+    return Recogniser(id="dlib-native", template="dlib150", input_size=DLIB_CHIP_SIZE, embed_fn=embed)
+
+
+RECOGNISERS.register("dlib-native", _dlib_native)
+
+
+# --- differentiable models through the same interface ---------------------------------------------------------
+
+
+def differentiable_recogniser(model_id: str, *, batch_size: int = 32, device: str | torch.device = "cpu") -> Recogniser:
+    """Wrap a `MODELS` entry (weights loaded from the cache) as a `Recogniser`; runs under `torch.no_grad`."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    spec = MODELS.get(model_id)
+    module = load_model(model_id).to(device)
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(crops), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(crops[start:start + batch_size]))
+                x = x.to(device).permute(0, 3, 1, 2).float()
+                outputs.append(module(x).float().cpu().numpy())
+        return np.concatenate(outputs)
+
+    return Recogniser(id=spec.id, template=spec.template, input_size=spec.input_size, embed_fn=embed)
+
+
+def get_recogniser(name: str) -> Recogniser:
+    """Resolve a recogniser name: `onnx:<path>`, a `RECOGNISERS` name, or a `MODELS` id (see module doc)."""
+    if name.startswith("onnx:"):
+        return onnx_recogniser(Path(name.removeprefix("onnx:")).expanduser())
+    if name in RECOGNISERS:
+        return RECOGNISERS.get(name)()
+    if name in MODELS:
+        return differentiable_recogniser(name)
+    known = [*RECOGNISERS.names(), *MODELS.names()]
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownNameError(
+        f"unknown recogniser {name!r}{hint} (known: {', '.join(sorted(known))}, or onnx:/path/to/model.onnx)"
+    )

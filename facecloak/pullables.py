@@ -1,0 +1,17 @@
+"""Assets pulled by `facecloak models pull` besides the recognition models: detector and face parser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def extra_pullables() -> dict[str, Callable[[bool], bool]]:
+    """Name -> pull function(force) returning True when work was done."""
+    from facecloak.detect import DETECTORS
+    from facecloak.models.pull import pull
+    from facecloak.parse import pull_parser
+
+    def detector(name: str) -> Callable[[bool], bool]:
+        return lambda force: pull(DETECTORS.get(name), force=force)
+
+    return {**{name: detector(name) for name in DETECTORS}, "facemesh": lambda force: pull_parser(force=force)}
