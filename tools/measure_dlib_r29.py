@@ -1,6 +1,8 @@
 """Measurements for the `dlib-r29` port against native dlib (dlib-bin + face_recognition_models).
 
-    python tools/measure_dlib_r29.py [--shared ../shared] [--what fidelity,template,auc,timing]
+    python tools/measure_dlib_r29.py [--shared ../shared] [--what fidelity,template,auc,timing] [--lfw-count 20]
+
+(prefix `PYTHONPATH=.` when facecloak is not installed into the environment)
 
 fidelity  cosine between native dlib's descriptor and the port's, on the same dlib chips (LFW + deepface)
 template  mean 68-point landmark positions (eye centres, nose tip, mouth corners) in dlib's 150 px / 0.25 chip,
@@ -21,6 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +36,10 @@ DETECT_MAX_SIDE = 800  # detect on a downscaled copy of big photos; landmarks ru
 
 @dataclass(frozen=True)
 class DlibTools:
-    detector: object
-    shape5: object
-    shape68: object
-    recogniser: object
+    detector: Any
+    shape5: Any
+    shape68: Any
+    recogniser: Any
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,8 @@ def largest_face(tools: DlibTools, rgb: np.ndarray):  # -> dlib.rectangle | None
     import dlib
 
     factor = min(1.0, DETECT_MAX_SIDE / max(rgb.shape[:2]))
-    small = rgb if factor == 1.0 else np.asarray(
-        Image.fromarray(rgb).resize((round(rgb.shape[1] * factor), round(rgb.shape[0] * factor)), Image.BILINEAR)
-    )
+    size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
+    small = rgb if factor == 1.0 else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
     boxes = list(tools.detector(small, 1))
     if not boxes:
         return None
@@ -146,7 +148,7 @@ def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def lfw_photos(lfw: Path, count: int) -> Iterator[Path]:
-    """The first image of the first `count` people (sorted by name) with at least one image."""
+    """The first image of `count` people spread evenly over the name-sorted list (deterministic)."""
     people = sorted(p for p in lfw.iterdir() if p.is_dir())
     step = max(1, len(people) // count)
     for person in people[::step][:count]:
@@ -216,23 +218,24 @@ def measure_auc(tools: DlibTools, model: torch.nn.Module, deepface: Path) -> Non
               f"genuine pairs {int(same.sum())}, impostor pairs {int((~same).sum())}")
 
 
-def measure_timing(model: torch.nn.Module) -> None:
+def measure_timing(model: torch.nn.Module, repeats: int = 10) -> None:
+    """Min and median wall time per call; the min is the best estimate on a shared, busy machine."""
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 16):
         x = torch.rand(batch, 3, CHIP_SIZE, CHIP_SIZE, generator=gen) * 255
-        with torch.no_grad():
-            model(x)  # warm-up
-            repeats = 20 if batch == 1 else 3
+        forward, backward = [], []
+        for _ in range(repeats):
             start = time.perf_counter()
-            for _ in range(repeats):
+            with torch.no_grad():
                 model(x)
-            forward = (time.perf_counter() - start) / repeats
-        x.requires_grad_(True)
-        start = time.perf_counter()
-        model(x).sum().backward()
-        backward = time.perf_counter() - start
-        print(f"timing: batch {batch:2d} forward {forward * 1000:7.1f} ms (mean of {repeats}), "
-              f"forward+backward {backward * 1000:7.1f} ms, threads {torch.get_num_threads()}")
+            forward.append(time.perf_counter() - start)
+            xg = x.clone().requires_grad_(True)
+            start = time.perf_counter()
+            torch.autograd.grad(model(xg).sum(), xg)
+            backward.append(time.perf_counter() - start)
+        print(f"timing: batch {batch:2d} forward min {min(forward) * 1000:6.1f} ms median "
+              f"{np.median(forward) * 1000:6.1f} ms; forward+input-gradient min {min(backward) * 1000:6.1f} ms "
+              f"median {np.median(backward) * 1000:6.1f} ms (n={repeats}, threads {torch.get_num_threads()})")
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 
 from facecloak.errors import FacecloakError
+from leam.errors import LeamError
+from leam.registry import UnknownNameError
 
 app = typer.Typer(
     name="facecloak",
@@ -45,7 +47,7 @@ def main() -> None:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except FacecloakError as exc:
+    except (FacecloakError, LeamError, UnknownNameError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ Each architecture lives in its own module and registers itself on import below.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from torch import nn
 
 from leam.registry import Registry
@@ -31,7 +33,13 @@ def load_model(model_id: str) -> nn.Module:
     return module
 
 
+@lru_cache(maxsize=None)
+def cached_model(model_id: str) -> nn.Module:
+    """`load_model` once per process (the transform's DataLoader workers each load their own copy lazily)."""
+    return load_model(model_id)
+
+
 # Architectures register themselves; keep this list in the order `models list` shows them.
 from facecloak.models import mbf_arc, dlib_r29, hse_mnv1, mobileface, mbf_tf  # noqa: E402,F401
 
-__all__ = ["MODELS", "ModelSpec", "Source", "SourceFile", "get_spec", "load_model"]
+__all__ = ["MODELS", "ModelSpec", "Source", "SourceFile", "cached_model", "get_spec", "load_model"]

@@ -45,7 +45,8 @@ class Recogniser:
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         s = self.input_size
-        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        well_formed = isinstance(crops, np.ndarray) and crops.dtype == np.uint8 and crops.shape[1:] == (s, s, 3)
+        if not well_formed:
             got = f"{crops.dtype} {crops.shape}" if isinstance(crops, np.ndarray) else type(crops).__name__
             raise ImageError(
                 f"recogniser {self.id!r} takes uint8 RGB crops of shape (N, {s}, {s}, 3) aligned to "

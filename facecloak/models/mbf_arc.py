@@ -35,7 +35,7 @@ SOURCE = Source(
     files=(SourceFile(ONNX_FILE, ONNX_SHA256),),
 )
 
-# (in_channels, cin, cout, kernel, stride, groups) -> a convolution with bias (BN folded).
+# (cin, cout, kernel, stride, groups) -> a convolution with bias (batch-norm folded into it).
 ConvFactory = Callable[[int, int, int, int, int], nn.Conv2d]
 
 
@@ -144,17 +144,19 @@ def convert(files: Mapping[str, Path]) -> dict[str, torch.Tensor]:
             f"{len(convs)} / {len(prelus)}: not the expected MobileFaceNet graph"
         )
     state: dict[str, torch.Tensor] = {}
-    for (name, layer), node in zip(convs, params.convs, strict=True):
-        pad_h, pad_w = layer.padding if isinstance(layer.padding, tuple) else (0, 0)
-        expected = (tuple(layer.weight.shape), layer.stride, layer.groups, (pad_h, pad_w, pad_h, pad_w))
+    for (name, conv), node in zip(convs, params.convs, strict=True):
+        pad_h, pad_w = conv.padding if isinstance(conv.padding, tuple) else (0, 0)
+        expected = (tuple(conv.weight.shape), conv.stride, conv.groups, (pad_h, pad_w, pad_h, pad_w))
         found = (node.weight.shape, node.stride, node.groups, node.pads)
         if expected != found or node.dilation != (1, 1):
-            raise PullError(f"ONNX node {node.name} (shape, stride, groups, pads) {found} does not fit {name} {expected}")
+            raise PullError(
+                f"ONNX node {node.name} (shape, stride, groups, pads) {found} does not fit {name} {expected}"
+            )
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(node.weight))
         state[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(node.bias))
-    for (name, layer), prelu in zip(prelus, params.prelus, strict=True):
-        if prelu.slope.shape != tuple(layer.weight.shape):
-            raise PullError(f"ONNX PRelu {prelu.name} has {prelu.slope.shape} slopes, {name} needs {layer.weight.shape}")
+    for (name, act), prelu in zip(prelus, params.prelus, strict=True):
+        if prelu.slope.shape != tuple(act.weight.shape):
+            raise PullError(f"ONNX PRelu {prelu.name} has {prelu.slope.shape} slopes; {name} needs {act.weight.shape}")
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(prelu.slope))
     return state
 

@@ -193,11 +193,11 @@ def convert(files: Mapping[str, Path]) -> dict[str, torch.Tensor]:
             f"{len(convs)} / {len(prelus)}: not the expected MobileFaceNet graph"
         )
     state: dict[str, torch.Tensor] = {}
-    for (name, layer), op in zip(convs, graph.convs, strict=True):
-        expected = (tuple(layer.weight.shape), layer.stride, layer.groups > 1)
+    for (name, conv), op in zip(convs, graph.convs, strict=True):
+        expected = (tuple(conv.weight.shape), conv.stride, conv.groups > 1)
         found = (op.weight.shape, op.stride, op.depthwise)
         # A stride-1 1x1 conv pads nothing under either rule; larger kernels must agree on SAME vs VALID.
-        padding_agrees = layer.kernel_size == (1, 1) or op.same_padding == isinstance(layer, TFSameConv2d)
+        padding_agrees = conv.kernel_size == (1, 1) or op.same_padding == isinstance(conv, TFSameConv2d)
         if expected != found or not padding_agrees:
             raise PullError(
                 f"tflite op {op.output} (shape, stride, depthwise, SAME) {(*found, op.same_padding)} "
@@ -205,9 +205,9 @@ def convert(files: Mapping[str, Path]) -> dict[str, torch.Tensor]:
             )
         state[f"{name}.weight"] = torch.from_numpy(op.weight)
         state[f"{name}.bias"] = torch.from_numpy(op.bias)
-    for (name, layer), slope in zip(prelus, graph.prelu_slopes, strict=True):
-        if slope.shape != tuple(layer.weight.shape):
-            raise PullError(f"tflite PReLU slopes {slope.shape} do not fit {name} {tuple(layer.weight.shape)}")
+    for (name, act), slope in zip(prelus, graph.prelu_slopes, strict=True):
+        if slope.shape != tuple(act.weight.shape):
+            raise PullError(f"tflite PReLU slopes {slope.shape} do not fit {name} {tuple(act.weight.shape)}")
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(slope))
     return state
 

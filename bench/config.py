@@ -1,0 +1,733 @@
+"""Benchmark recipes: TOML files validated into a frozen `Recipe`, loaded by name, overridable from the CLI.
+
+Precedence (the one place it is written down): **CLI overrides > recipe file > defaults below**.
+
+- Defaults are the field defaults of the dataclasses in this module (`DataConfig`, `LeamConfig`, ...).
+  `data.seed` defaults to the recipe's top-level `seed`, so one `--seed` moves both the sampling and the controls
+  unless the recipe pins `data.seed` itself.
+- A recipe file sets any subset of the keys; a key this module does not know is refused (at any depth) with the
+  close valid names, so a typo never silently falls back to a default.
+- CLI overrides are dotted keys with TOML values (``data.identities=5``, ``budgets=[1, 2]``, ``leam.method=layercam``;
+  a value that is not valid TOML is taken as a bare string). They are applied to the file's table *before*
+  validation, so they pass exactly the same checks.
+
+Recipe keys and units:
+
+``name``, ``description``           strings (``name`` defaults to the file's stem)
+``seed``                            int >= 0, seeds every random control and the bootstrap
+``data``                            identities / per_identity: int >= 1, or "all" (default all); min_photos: int >= 2
+                                    (genuine pairs need two photos); seed: int >= 0
+``sources``                         model ids, ``ensemble:a+b+c`` (maps averaged in ``leam.common_template``), or
+                                    ``all-but-T`` (per target T: every differentiable target except T's network)
+``targets``                         model ids and black-box recognisers (``mbf-arc-onnx``, ``dlib-native``,
+                                    ``onnx:/path/model.onnx``)
+``budgets``                         percent of the crop's pixels, each in (0, 100]
+``fills``                           fill names (``facecloak.fills.FILLS``) and ``cloak`` (the sparse cloak)
+``controls``                        ``random-scatter``, ``random-shape``, ``other-person``, ``lastlayer-gradcam``
+``leam``                            method, layers ("default" or a list of dotted names / "default" / "last" /
+                                    "input"), target, selection, grid (stratified), gamma (sampled),
+                                    restrict_to_face, common_template
+``evaluation``                      format png|jpeg, jpeg_quality 1..100, redetect, far (false-accept rates)
+``cloak``                           steps, step_size (0-255 pixel units per step), epsilon (L-inf bound in 0-255
+                                    units, or "none"), diversity, early_stop
+``robustness``                      defences: ``jpeg<Q>``, ``resize<P>`` (percent, down and back up), ``blur<S>``
+                                    (Gaussian sigma in pixels), ``inpaint-mask``
+``max_pairs_per_identity``          int >= 1: genuine (probe, reference) pairs kept per person
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from facecloak.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+"""Where recipes live in a source checkout (the top-level `recipes/` folder, data only)."""
+
+CONTROLS = ("random-scatter", "random-shape", "other-person", "lastlayer-gradcam")
+LEAM_TARGETS = ("reference", "flip", "contrast")
+FORMATS = ("png", "jpeg")
+LEAVE_ONE_OUT = "all-but-T"
+ENSEMBLE_PREFIX = "ensemble:"
+ONNX_PREFIX = "onnx:"
+LAYER_TOKENS = ("default", "last", "input")
+
+# Used only when the registries cannot be imported (a module not written yet, an optional dependency missing).
+FALLBACK_FILLS = ("black", "mean", "blur", "pixelate", "noise", "inpaint")
+FALLBACK_METHODS = ("gradcam", "layercam", "gradxact")
+FALLBACK_SELECTIONS = ("topk", "stratified", "sampled")
+FALLBACK_TEMPLATES = ("arcface112", "arcface224", "dlib150")
+FALLBACK_FARS = (0.01, 0.001, 0.0001)
+CLOAK_FILL = "cloak"
+
+# Black-box recognisers that run the same network as a differentiable model: a mask made with that model is
+# not a transfer to them, and a leave-one-out ensemble for them must leave that model out.
+SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Known names
+
+
+@dataclass(frozen=True)
+class KnownNames:
+    """The names a recipe may use. `None` in a field means "not checked" (registry unavailable)."""
+
+    models: frozenset[str] | None  # differentiable: sources and targets
+    blackbox: frozenset[str] | None  # black-box recognisers: targets only
+    fills: frozenset[str]
+    methods: frozenset[str]
+    selections: frozenset[str]
+    templates: frozenset[str]
+    fars: frozenset[float] | None
+
+
+def _registry_names(module: str, attr: str) -> frozenset[str] | None:
+    try:
+        mod = __import__(module, fromlist=[attr])
+        return frozenset(getattr(mod, attr))
+    except (ImportError, AttributeError):
+        return None
+
+
+def known_names() -> KnownNames:
+    """Names from the live registries, falling back to the documented lists where one cannot be imported."""
+    fills = _registry_names("facecloak.fills", "FILLS")
+    methods = _registry_names("leam.methods", "METHODS")
+    selections = _registry_names("leam.select", "SELECTORS")
+    templates = _registry_names("facecloak.align", "TEMPLATES")
+    try:
+        from facecloak.thresholds import FARS
+
+        fars: frozenset[float] | None = frozenset(float(f) for f in FARS)
+    except ImportError:
+        fars = frozenset(FALLBACK_FARS)
+    return KnownNames(
+        models=_registry_names("facecloak.models", "MODELS"),
+        blackbox=_registry_names("facecloak.models.blackbox", "RECOGNISERS"),
+        fills=(fills or frozenset(FALLBACK_FILLS)) | {CLOAK_FILL},
+        methods=methods or frozenset(FALLBACK_METHODS),
+        selections=selections or frozenset(FALLBACK_SELECTIONS),
+        templates=templates or frozenset(FALLBACK_TEMPLATES),
+        fars=fars,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The recipe
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sampling of the labelled set. `None` counts mean "all"."""
+
+    identities: int | None = None
+    per_identity: int | None = None
+    min_photos: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LeamConfig:
+    """How masks are made (see docs LEAM.md). `layers` is "default" or a tuple of layer names / tokens."""
+
+    method: str = "gradcam"
+    layers: str | tuple[str, ...] = "default"
+    target: str = "reference"
+    selection: str = "topk"
+    grid: tuple[int, int] = (8, 8)  # cells (rows, cols) of the `stratified` selection
+    gamma: float = 1.0  # exponent of the `sampled` selection
+    restrict_to_face: bool = True
+    common_template: str = "arcface112"  # where ensemble maps are averaged
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How protected probes reach the target: encoded, decoded (and re-detected), then compared."""
+
+    format: str = "png"
+    jpeg_quality: int = 95
+    redetect: bool = False
+    far: tuple[float, ...] = (0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class CloakConfig:
+    """Sparse cloak optimisation. Pixel units are 0-255."""
+
+    steps: int = 50
+    step_size: float = 2.0
+    epsilon: float | None = None  # L-inf bound around the original pixel values; None = only [0, 255]
+    diversity: bool = False  # random resize/shift of the crop per step (transfer-oriented)
+    early_stop: bool = True  # stop once every source is below its threshold
+
+
+@dataclass(frozen=True)
+class Defence:
+    """One transformation applied to a protected photo before recognition (`robustness` recipe)."""
+
+    name: str  # as written in the recipe
+    kind: str  # "jpeg" | "resize" | "blur" | "inpaint-mask"
+    value: float | None  # JPEG quality, resize percent, or blur sigma in pixels
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    defences: tuple[str, ...] = ()
+
+    def parsed(self) -> tuple[Defence, ...]:
+        return tuple(parse_defence(d) for d in self.defences)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed entry of `sources`: one model, a fixed ensemble, or the leave-one-out ensemble."""
+
+    text: str
+    kind: str  # "model" | "ensemble" | "leave-one-out"
+    models: tuple[str, ...]  # empty for leave-one-out: its members depend on the target
+
+    def members(self, target: str, pool: Sequence[str]) -> tuple[str, ...]:
+        """Models that make the mask when evaluating on `target`; `pool` = the differentiable target networks."""
+        if self.kind != "leave-one-out":
+            return self.models
+        left_out = underlying_model(target)
+        members = tuple(m for m in pool if m != left_out)
+        if not members:
+            raise ConfigError(f"{LEAVE_ONE_OUT} for target {target!r} leaves no model (pool: {', '.join(pool)})")
+        return members
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated benchmark recipe. Build it with `load_recipe` or `recipe_from_dict`, never by hand."""
+
+    name: str
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    budgets: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
+    fills: tuple[str, ...] = ("black",)
+    leam: LeamConfig = field(default_factory=LeamConfig)
+    controls: tuple[str, ...] = ("random-scatter", "random-shape")
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    cloak: CloakConfig = field(default_factory=CloakConfig)
+    robustness: RobustnessConfig | None = None
+    max_pairs_per_identity: int = 10
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples as lists) that `recipe_from_dict` turns back into an equal recipe."""
+        return _jsonable(asdict(self))
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of `to_dict()`: equal recipes, equal fingerprints, across runs."""
+        return _sha(self.to_dict())
+
+    def cell_fingerprint(self) -> str:
+        """Fingerprint of everything that changes one cell's numbers; excludes the matrix axes and the prose.
+
+        Key a resumable cell by ``(cell_fingerprint, source, target, budget, fill)``: adding a budget or a target
+        to a recipe keeps the finished cells, changing the seed, data or LEAM settings invalidates them.
+        """
+        d = self.to_dict()
+        for axis in ("name", "description", "sources", "targets", "budgets", "fills"):
+            d.pop(axis)
+        return _sha(d)
+
+    def source_specs(self) -> tuple[SourceSpec, ...]:
+        return tuple(parse_source(s) for s in self.sources)
+
+    def pool(self, blackbox: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Differentiable models among the targets, in recipe order: the members `all-but-T` chooses from.
+
+        `blackbox`: names of black-box recognisers (default: the live registry, or `SAME_NETWORK` without it).
+        """
+        if blackbox is None:
+            blackbox = known_names().blackbox or ()
+        skip = set(blackbox) | set(SAME_NETWORK)
+        return tuple(t for t in self.targets if t not in skip and not t.startswith(ONNX_PREFIX))
+
+    def with_overrides(self, overrides: Mapping[str, Any], known: KnownNames | None = None) -> Recipe:
+        """A new recipe with dotted-key overrides applied and everything validated again."""
+        raw = apply_overrides(self.to_dict(), overrides)
+        return recipe_from_dict(raw, known=known)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _sha(d: Mapping[str, Any]) -> str:
+    canonical = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Name helpers the runner uses
+
+
+def underlying_model(target: str) -> str:
+    """The differentiable network a recogniser runs (`mbf-arc-onnx` -> `mbf-arc`); itself otherwise."""
+    return SAME_NETWORK.get(target, target)
+
+
+def is_transfer(source_members: Iterable[str], target: str) -> bool:
+    """True when the target's network was not among the models that made the mask."""
+    return underlying_model(target) not in set(source_members)
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Parse one `sources` entry (syntax only; names are checked by `recipe_from_dict`)."""
+    if text == LEAVE_ONE_OUT:
+        return SourceSpec(text, "leave-one-out", ())
+    if text.startswith(ENSEMBLE_PREFIX):
+        members = tuple(m.strip() for m in text[len(ENSEMBLE_PREFIX):].split("+"))
+        if len(members) < 2 or any(not m for m in members) or len(set(members)) != len(members):
+            raise ConfigError(
+                f"source {text!r}: an ensemble names two or more different models joined by '+', "
+                "e.g. 'ensemble:mbf-arc+mobileface'"
+            )
+        return SourceSpec(text, "ensemble", members)
+    if not text or "+" in text or ":" in text:
+        raise ConfigError(f"source {text!r}: expected a model id, 'ensemble:a+b' or '{LEAVE_ONE_OUT}'")
+    return SourceSpec(text, "model", (text,))
+
+
+_DEFENCE = re.compile(r"^(jpeg|resize|blur)(\d+(?:\.\d+)?)$")
+
+
+def parse_defence(name: str) -> Defence:
+    """`jpeg75` -> Defence(kind="jpeg", value=75); `inpaint-mask` -> Defence(kind="inpaint-mask", value=None)."""
+    if name == "inpaint-mask":
+        return Defence(name, "inpaint-mask", None)
+    m = _DEFENCE.match(name)
+    if not m:
+        raise ConfigError(
+            f"defence {name!r}: expected jpeg<quality 1-100>, resize<percent 1-99>, blur<sigma> or inpaint-mask "
+            "(e.g. jpeg75, resize50, blur1)"
+        )
+    kind, value = m.group(1), float(m.group(2))
+    ok = {"jpeg": 1 <= value <= 100 and value.is_integer(), "resize": 0 < value < 100, "blur": 0 < value <= 20}
+    if not ok[kind]:
+        raise ConfigError(f"defence {name!r}: {kind} value {m.group(2)} is out of range")
+    return Defence(name, kind, value)
+
+
+def resolve_layers(layers: str | Sequence[str], default_layers: Sequence[str]) -> tuple[str, ...]:
+    """Concrete layer names for one model: expands "default" (its spec's layers), "last" (the last of them).
+
+    "input" (the gradient × input pseudo-layer) and dotted module paths pass through unchanged; duplicates are
+    dropped keeping the first occurrence.
+    """
+    items = [layers] if isinstance(layers, str) else list(layers)
+    out: list[str] = []
+    for item in items:
+        expanded = list(default_layers) if item == "default" else [default_layers[-1]] if item == "last" else [item]
+        out.extend(x for x in expanded if x not in out)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"{hint} (valid: {', '.join(valid)})"
+
+
+def _check_keys(table: Mapping[str, Any], cls: type, where: str, extra: Sequence[str] = ()) -> None:
+    valid = [f.name for f in fields(cls) if f.init] + list(extra)
+    for key in table:
+        if key not in valid:
+            raise ConfigError(f"unknown key {_dotted(where, key)!r}{_suggest(key, valid)}")
+
+
+def _dotted(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _int(value: Any, key: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {_type_name(value)} {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{key} must be {rng}, got {value}")
+    return value
+
+
+def _count_or_all(value: Any, key: str) -> int | None:
+    if value is None or value == "all":
+        return None
+    if isinstance(value, str):
+        raise ConfigError(f"{key} must be an integer >= 1 or \"all\", got {value!r}")
+    return _int(value, key, 1)
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {_type_name(value)} {value!r}")
+    return float(value)
+
+
+def _positive(value: Any, key: str, hi: float | None = None) -> float:
+    x = _number(value, key)
+    if x <= 0 or (hi is not None and x > hi):
+        raise ConfigError(f"{key} must be in (0, {hi:g}], got {x:g}" if hi is not None else f"{key} must be > 0")
+    return x
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _choice(value: Any, key: str, valid: Iterable[str]) -> str:
+    s = _str(value, key)
+    if s not in set(valid):
+        raise ConfigError(f"{key}: unknown value {s!r}{_suggest(s, valid)}")
+    return s
+
+
+def _list(value: Any, key: str, *, allow_empty: bool = False) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{key} must be a list such as [\"a\", \"b\"], got {_type_name(value)} {value!r}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{key} must not be empty")
+    items = list(value)
+    dupes = sorted({repr(v) for v in items if items.count(v) > 1})
+    if dupes:
+        raise ConfigError(f"{key} lists {', '.join(dupes)} more than once")
+    return items
+
+
+def _table(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a table ([{key}] in TOML), got {_type_name(value)} {value!r}")
+    return value
+
+
+def _model(name: str, key: str, known: KnownNames, *, blackbox_ok: bool) -> None:
+    if blackbox_ok and name.startswith(ONNX_PREFIX):
+        if len(name) == len(ONNX_PREFIX):
+            raise ConfigError(f"{key}: 'onnx:' needs a path, e.g. 'onnx:/models/arcface.onnx'")
+        return
+    if known.models is None:  # registry unavailable: syntax only
+        return
+    valid = set(known.models) | (set(known.blackbox or ()) | set(SAME_NETWORK) if blackbox_ok else set())
+    if name not in valid:
+        what = "model or recogniser" if blackbox_ok else "differentiable model (black boxes cannot be sources)"
+        raise ConfigError(f"{key}: unknown {what} {name!r}{_suggest(name, valid)}")
+
+
+def _data(raw: Mapping[str, Any], default_seed: int) -> DataConfig:
+    _check_keys(raw, DataConfig, "data")
+    d = DataConfig(seed=default_seed)
+    return DataConfig(
+        identities=_count_or_all(raw.get("identities", d.identities), "data.identities"),
+        per_identity=_count_or_all(raw.get("per_identity", d.per_identity), "data.per_identity"),
+        min_photos=_int(raw.get("min_photos", d.min_photos), "data.min_photos", 2),
+        seed=_int(raw.get("seed", d.seed), "data.seed", 0),
+    )
+
+
+def _layers(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if value != "default":
+            raise ConfigError(f"leam.layers must be \"default\" or a list of layer names, got {value!r}")
+        return value
+    items = _list(value, "leam.layers")
+    for item in items:
+        if not isinstance(item, str) or not item or item != item.strip():
+            raise ConfigError(
+                f"leam.layers entries are dotted module paths or {', '.join(LAYER_TOKENS)}, got {item!r}"
+            )
+    return tuple(items)
+
+
+def _grid(value: Any) -> tuple[int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(f"leam.grid must be [rows, cols], got {value!r}")
+    return (_int(value[0], "leam.grid[0]", 1, 64), _int(value[1], "leam.grid[1]", 1, 64))
+
+
+def _leam(raw: Mapping[str, Any], known: KnownNames) -> LeamConfig:
+    _check_keys(raw, LeamConfig, "leam")
+    d = LeamConfig()
+    gamma = _number(raw.get("gamma", d.gamma), "leam.gamma")
+    if gamma < 0:
+        raise ConfigError(f"leam.gamma must be >= 0, got {gamma:g}")
+    return LeamConfig(
+        method=_choice(raw.get("method", d.method), "leam.method", known.methods),
+        layers=_layers(raw.get("layers", d.layers)),
+        target=_choice(raw.get("target", d.target), "leam.target", LEAM_TARGETS),
+        selection=_choice(raw.get("selection", d.selection), "leam.selection", known.selections),
+        grid=_grid(raw.get("grid", d.grid)),
+        gamma=gamma,
+        restrict_to_face=_bool(raw.get("restrict_to_face", d.restrict_to_face), "leam.restrict_to_face"),
+        common_template=_choice(raw.get("common_template", d.common_template), "leam.common_template",
+                                known.templates),
+    )
+
+
+def _evaluation(raw: Mapping[str, Any], known: KnownNames) -> EvaluationConfig:
+    _check_keys(raw, EvaluationConfig, "evaluation")
+    d = EvaluationConfig()
+    fars = tuple(_number(f, "evaluation.far") for f in _list(raw.get("far", list(d.far)), "evaluation.far"))
+    for f in fars:
+        if not 0 < f < 1:
+            raise ConfigError(f"evaluation.far values are false-accept rates in (0, 1), got {f:g}")
+        if known.fars is not None and not any(math.isclose(f, k, rel_tol=1e-9) for k in known.fars):
+            have = ", ".join(f"{k:g}" for k in sorted(known.fars, reverse=True))
+            raise ConfigError(f"evaluation.far {f:g} has no calibrated threshold (calibrated: {have})")
+    return EvaluationConfig(
+        format=_choice(raw.get("format", d.format), "evaluation.format", FORMATS),
+        jpeg_quality=_int(raw.get("jpeg_quality", d.jpeg_quality), "evaluation.jpeg_quality", 1, 100),
+        redetect=_bool(raw.get("redetect", d.redetect), "evaluation.redetect"),
+        far=fars,
+    )
+
+
+def _cloak(raw: Mapping[str, Any]) -> CloakConfig:
+    _check_keys(raw, CloakConfig, "cloak")
+    d = CloakConfig()
+    eps_raw = raw.get("epsilon", d.epsilon)
+    epsilon = None if eps_raw is None or eps_raw == "none" else _positive(eps_raw, "cloak.epsilon", 255.0)
+    return CloakConfig(
+        steps=_int(raw.get("steps", d.steps), "cloak.steps", 1, 10_000),
+        step_size=_positive(raw.get("step_size", d.step_size), "cloak.step_size", 255.0),
+        epsilon=epsilon,
+        diversity=_bool(raw.get("diversity", d.diversity), "cloak.diversity"),
+        early_stop=_bool(raw.get("early_stop", d.early_stop), "cloak.early_stop"),
+    )
+
+
+def _robustness(raw: Any) -> RobustnessConfig | None:
+    if raw is None:
+        return None
+    table = _table(raw, "robustness")
+    _check_keys(table, RobustnessConfig, "robustness")
+    defences = tuple(_str(d, "robustness.defences") for d in _list(table.get("defences", []), "robustness.defences"))
+    for d in defences:
+        parse_defence(d)
+    return RobustnessConfig(defences=defences)
+
+
+def _sources(raw: Any, known: KnownNames) -> tuple[str, ...]:
+    out = tuple(_str(s, "sources") for s in _list(raw, "sources"))
+    for s in out:
+        for m in parse_source(s).models:
+            _model(m, f"sources ({s!r})", known, blackbox_ok=False)
+    return out
+
+
+def _targets(raw: Any, known: KnownNames) -> tuple[str, ...]:
+    out = tuple(_str(t, "targets") for t in _list(raw, "targets"))
+    for t in out:
+        _model(t, "targets", known, blackbox_ok=True)
+    return out
+
+
+def recipe_from_dict(raw: Mapping[str, Any], *, name: str | None = None, known: KnownNames | None = None) -> Recipe:
+    """Validate a parsed TOML table into a `Recipe`. `name` is used when the table has no `name` key."""
+    known = known or known_names()
+    _check_keys(raw, Recipe, "")
+    if "sources" not in raw or "targets" not in raw:
+        raise ConfigError("a recipe needs `sources` and `targets` (lists of model ids)")
+    d = Recipe(name="", sources=(), targets=())
+    seed = _int(raw.get("seed", d.seed), "seed", 0)
+    rname = _str(raw.get("name", name or ""), "name")
+    if not rname:
+        raise ConfigError("a recipe needs a `name`")
+
+    budgets = tuple(_positive(b, "budgets", 100.0) for b in _list(raw.get("budgets", list(d.budgets)), "budgets"))
+    fills = tuple(_choice(f, "fills", known.fills) for f in _list(raw.get("fills", list(d.fills)), "fills"))
+    controls = tuple(
+        _choice(c, "controls", CONTROLS) for c in _list(raw.get("controls", list(d.controls)), "controls",
+                                                        allow_empty=True)
+    )
+    recipe = Recipe(
+        name=rname,
+        description=_str(raw.get("description", d.description), "description"),
+        data=_data(_table(raw.get("data", {}), "data"), seed),
+        sources=_sources(raw["sources"], known),
+        targets=_targets(raw["targets"], known),
+        budgets=budgets,
+        fills=fills,
+        leam=_leam(_table(raw.get("leam", {}), "leam"), known),
+        controls=controls,
+        evaluation=_evaluation(_table(raw.get("evaluation", {}), "evaluation"), known),
+        cloak=_cloak(_table(raw.get("cloak", {}), "cloak")),
+        robustness=_robustness(raw.get("robustness")),
+        max_pairs_per_identity=_int(raw.get("max_pairs_per_identity", d.max_pairs_per_identity),
+                                    "max_pairs_per_identity", 1),
+        seed=seed,
+    )
+    pool = recipe.pool(known.blackbox or ())
+    if LEAVE_ONE_OUT in recipe.sources and len(pool) < 2:
+        raise ConfigError(
+            f"source {LEAVE_ONE_OUT!r} needs at least two differentiable models among the targets "
+            f"(have: {', '.join(pool) or 'none'})"
+        )
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value as TOML (`5`, `[1, 2]`, `true`, `"x"`); text that is not a TOML value is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """`["data.identities=5", "budgets=[1,2]"]` -> `{"data.identities": "5", "budgets": "[1,2]"}`.
+
+    Values stay text; `apply_overrides` parses them as TOML, so they are parsed exactly once.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. data.identities=5 or budgets=[1,2]")
+        out[key] = value
+    return out
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig, "leam": LeamConfig, "evaluation": EvaluationConfig, "cloak": CloakConfig,
+    "robustness": RobustnessConfig,
+}
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `raw` with dotted keys set; a string value is parsed as TOML. Unknown keys are refused."""
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    top = [f.name for f in fields(Recipe)]
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] not in top:
+            raise ConfigError(f"unknown key {dotted!r} in override{_suggest(parts[0], top)}")
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _SECTIONS):
+            raise ConfigError(f"override {dotted!r}: only the sections {', '.join(_SECTIONS)} have sub-keys")
+        value = parse_value(value) if isinstance(value, str) else value
+        if len(parts) == 1:
+            out[parts[0]] = value
+            continue
+        section, key = parts
+        valid = [f.name for f in fields(_SECTIONS[section])]
+        if key not in valid:
+            raise ConfigError(f"unknown key {dotted!r} in override{_suggest(key, valid)}")
+        if out.get(section) is None:  # absent, or an optional section (robustness) switched off
+            out[section] = {}
+        table = out[section]
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {dotted!r}: {section} is not a table in the recipe")
+        table[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _recipe_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    try:  # an installed `recipes` folder shipped as package data, when the project is packaged that way
+        from importlib import resources
+
+        installed = Path(str(resources.files("recipes")))
+        if installed.is_dir():
+            dirs.append(installed)
+    except (ImportError, TypeError, ValueError, OSError):
+        pass
+    if RECIPES_DIR not in dirs:
+        dirs.append(RECIPES_DIR)
+    return dirs
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the project."""
+    names = {p.stem for d in _recipe_dirs() if d.is_dir() for p in d.glob("*.toml")}
+    return sorted(names)
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe name (`paper`) -> its file; a path (anything with a suffix or a separator) -> itself."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    for d in _recipe_dirs():
+        candidate = d / f"{text}.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"unknown recipe {text!r}{_suggest(text, list_recipes())}; or pass a path to a .toml file")
+
+
+def load_recipe(
+    name_or_path: str | Path, overrides: Mapping[str, Any] | None = None, *, known: KnownNames | None = None
+) -> Recipe:
+    """Read a recipe by name or path, apply CLI overrides (dotted keys), and validate (CLI > recipe > defaults)."""
+    path = recipe_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc}") from None
+    raw = apply_overrides(raw, overrides or {})
+    try:
+        return recipe_from_dict(raw, name=path.stem, known=known)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {path.name}: {exc}") from None
+
+
+__all__ = [
+    "CONTROLS", "LEAVE_ONE_OUT", "SAME_NETWORK", "CloakConfig", "DataConfig", "Defence", "EvaluationConfig",
+    "KnownNames", "LeamConfig", "Recipe", "RobustnessConfig", "SourceSpec", "apply_overrides", "is_transfer",
+    "known_names", "list_recipes", "load_recipe", "parse_defence", "parse_overrides", "parse_source", "parse_value",
+    "recipe_from_dict", "recipe_path", "resolve_layers", "underlying_model",
+]
