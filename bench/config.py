@@ -265,7 +265,11 @@ class Recipe:
         return tuple(t for t in self.targets if t not in skip and not t.startswith(ONNX_PREFIX))
 
     def with_overrides(self, overrides: Mapping[str, Any], known: KnownNames | None = None) -> Recipe:
-        """A new recipe with dotted-key overrides applied and everything validated again."""
+        """A new recipe with dotted-key overrides applied and everything validated again.
+
+        Works on the resolved values, so `data.seed` no longer follows `seed` here; use `load_recipe` with the
+        overrides to get the file's precedence.
+        """
         raw = apply_overrides(self.to_dict(), overrides)
         return recipe_from_dict(raw, known=known)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 from bench.report import MAIN_BUDGET, atomic_write_bytes, cell_is_transfer, variants_in
 
@@ -105,9 +106,9 @@ def transfer_heatmap(
 
 def deletion_curves(
     budgets: Sequence[float],
-    curves: Mapping[str, Sequence[float]],
+    curves: Mapping[str, ArrayLike],
     path: str | Path,
-    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    bands: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None,
     title: str = "Deletion curve",
 ) -> Path:
     """Δcos against budget (percent, log axis) for each named ordering; optional (lo, hi) band per curve."""
@@ -144,6 +145,14 @@ def deletion_curves_from_cells(
     if not group:
         raise ValueError(f"no cells for fill {fill!r}")
     budgets = sorted({float(c["budget"]) for c in group})
+    # Average the same (source, target) pairs at every budget, or the curve would mix different cell sets.
+    have: dict[tuple[str, str], set[float]] = defaultdict(set)
+    for c in group:
+        have[(str(c["source"]), str(c["target"]))].add(float(c["budget"]))
+    complete = {pair for pair, bs in have.items() if bs == set(budgets)}
+    if not complete:
+        raise ValueError("no (source, target) pair has a cell at every budget")
+    group = [c for c in group if (str(c["source"]), str(c["target"])) in complete]
     acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for c in group:
         for v in variants_in([c]):
@@ -155,12 +164,13 @@ def deletion_curves_from_cells(
                                                            for b in budgets]
         for v in variants_in(group)
     }
-    scope = "transfer cells" if transfer_only else "all cells"
-    return deletion_curves(budgets, curves, path, title=f"Deletion curve, fill {fill}, mean over {scope}")
+    scope = "transfer (source, target) pairs" if transfer_only else "(source, target) pairs"
+    title = f"Deletion curve, fill {fill}, mean over {len(complete)} {scope}"
+    return deletion_curves(budgets, curves, path, title=title)
 
 
 def bc_histograms(
-    same: Sequence[float], different: Sequence[float], path: str | Path, title: str = "Bhattacharyya coefficient"
+    same: ArrayLike, different: ArrayLike, path: str | Path, title: str = "Bhattacharyya coefficient"
 ) -> Path:
     """Overlaid, density-normalised histograms of BC for same-person and different-person pairs."""
     a, b = np.asarray(same, dtype=float), np.asarray(different, dtype=float)

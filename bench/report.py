@@ -27,7 +27,8 @@ Patterns payload (`patterns.json`, issue 3) for `render_patterns_markdown`:
                   "region_shares": {region: fraction}, "layers"?: {layer: {"region_shares": {...}}},
                   "layer_diversity"?: float | S, "by_gender"?: {gender: {"region_shares": {...}, ...}}}}
       with S = {"mean", "std", "n"[, "ci95"]}
-    n_photos, n_identities: int; cross_model_bc?: {model: {model: float}}; environment?; paper? (`PAPER_PATTERNS`)
+    n_photos, n_identities: int; test?: str (name of the test behind p_value); cross_model_bc?: {model: {model: float}};
+    environment?; paper? (`PAPER_PATTERNS`)
 """
 
 from __future__ import annotations
@@ -265,7 +266,8 @@ def _duration(seconds: Any) -> str:
     m, sec = divmod(rem, 60)
     parts = [f"{h} h"] if h else []
     parts += [f"{m} min"] if h or m else []
-    return " ".join([*parts, f"{sec} s"]) + f" ({float(seconds):.0f} s)"
+    text = " ".join([*parts, f"{sec} s"])
+    return text + f" ({float(seconds):.0f} s)" if s >= 60 else text
 
 
 def _run_section(payload: Mapping[str, Any]) -> list[str]:
@@ -437,7 +439,8 @@ def _quality_section(cells: Sequence[Mapping[str, Any]]) -> list[str]:
                      _fmt(n)])
     return ["## Image quality of the protected probes", "",
             "PSNR (dB) and SSIM against the original photo, share of pixels changed; per source, fill and budget "
-            "(the image does not depend on the target; n: probes when the cell has statistics, else pairs). An unchanged photo has infinite PSNR (shown as –).", "",
+            "(the image does not depend on the target; n: probes when the cell has statistics, else pairs). "
+            "An unchanged photo has infinite PSNR (shown as –).", "",
             _table(["source", "fill", "budget", "PSNR", "SSIM", "changed", "n"], rows), ""]
 
 
@@ -546,7 +549,8 @@ def render_patterns_markdown(payload: Mapping[str, Any]) -> str:
 
     lines += ["## Person-specificity: Bhattacharyya coefficient, same vs different person", "",
               "BC of overall maps (full) and of the top-k % masks taken as uniform distributions (mask; then BC is the "
-              "overlap fraction); mean ± std (n pairs); p from the test named in the payload.", ""]
+              f"overlap fraction); mean ± std (n pairs); p: {payload.get('test', 'two-sample test')}, same vs "
+              "different.", ""]
     rows = []
     for name, m in models.items():
         nose = (m.get("region_shares") or {}).get("nose")

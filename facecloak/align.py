@@ -59,16 +59,32 @@ ARCFACE_112 = np.array(
 # dlib's face chip (dlib/image_transforms/interpolation.h, get_face_chip_details): a chip of `size` px with
 # `padding` maps the mean face shape of the 68-point iBUG scheme, normalised to [0, 1], to
 #     chip = (padding + mean) / (2 * padding + 1) * size.
-# Below are dlib's `mean_face_shape_x/y` entries (they start at point 17) for the points that correspond to
-# MTCNN's five: eye centres = mean of points 36-41 (image-left eye) and 42-47, nose tip = 30, mouth corners
-# 48 and 54.
-_DLIB_MEAN_FACE = {
-    36: (0.121737, 0.216423), 37: (0.187122, 0.178758), 38: (0.265825, 0.179852),
-    39: (0.334606, 0.231733), 40: (0.260918, 0.245099), 41: (0.182743, 0.244077),
-    42: (0.645647, 0.244077), 43: (0.714428, 0.231733), 44: (0.793132, 0.179852),
-    45: (0.858516, 0.178758), 46: (0.79751, 0.216423), 47: (0.719335, 0.244077),
-    30: (0.490127, 0.515625), 48: (0.254149, 0.780233), 54: (0.726104, 0.780233),
-}  # fmt: skip
+# These are dlib's `mean_face_shape_x/y` arrays verbatim; they hold points 17..67 (entry k is point k + 17).
+_DLIB_MEAN_FACE_X = (
+    0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124,
+    0.904991, 0.98004, 0.490127, 0.490127, 0.490127, 0.490127, 0.36688, 0.426036,
+    0.490127, 0.554217, 0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918,
+    0.182743, 0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335, 0.254149,
+    0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159, 0.556721,
+    0.490127, 0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874,
+    0.553364, 0.490127, 0.42689,
+)  # fmt: skip
+_DLIB_MEAN_FACE_Y = (
+    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891,
+    0.0187482, 0.038915, 0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326,
+    0.609345, 0.628106, 0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733,
+    0.245099, 0.244077, 0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099,
+    0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233, 0.864805,
+    0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746,
+    0.784792, 0.824182, 0.831803, 0.824182,
+)  # fmt: skip
+_DLIB_FIRST_POINT = 17
+
+
+def _dlib_mean_point(index: int) -> np.ndarray:
+    """Point `index` (0..67, iBUG 68-point scheme) of dlib's mean face, in [0, 1] face units."""
+    k = index - _DLIB_FIRST_POINT
+    return np.array([_DLIB_MEAN_FACE_X[k], _DLIB_MEAN_FACE_Y[k]])
 
 
 def dlib_chip_points(size: int = 150, padding: float = 0.25) -> np.ndarray:
@@ -81,14 +97,13 @@ def dlib_chip_points(size: int = 150, padding: float = 0.25) -> np.ndarray:
     left eye (47.05, 46.10), right eye (99.98, 46.10), nose (73.51, 76.06),
     mouth left (49.91, 102.52), mouth right (97.11, 102.52).
     """
-    mean = {k: np.array(v) for k, v in _DLIB_MEAN_FACE.items()}
     five = np.array(
         [
-            np.mean([mean[i] for i in range(36, 42)], axis=0),
-            np.mean([mean[i] for i in range(42, 48)], axis=0),
-            mean[30],
-            mean[48],
-            mean[54],
+            np.mean([_dlib_mean_point(i) for i in range(36, 42)], axis=0),  # image-left eye (subject's right)
+            np.mean([_dlib_mean_point(i) for i in range(42, 48)], axis=0),
+            _dlib_mean_point(30),  # nose tip
+            _dlib_mean_point(48),  # image-left mouth corner
+            _dlib_mean_point(54),
         ]
     )
     return (padding + five) / (2 * padding + 1) * size - 0.5

@@ -97,12 +97,25 @@ def _diverse(grid: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return g
 
 
+def _antialias_factors(matrices: np.ndarray) -> list[float]:
+    """Per face, the area-downscale `facecloak.align` applies before warping (photo px per crop px > 2)."""
+    scales = [float(np.sqrt(abs(np.linalg.det(m[:, :2])))) for m in matrices]
+    return [2.0 * s if s < 0.5 else 1.0 for s in scales]
+
+
 def _cosines(sources: Sequence[SourceModel], x: torch.Tensor, grids: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cosine of each face (as each source model sees it) to its reference, differentiable w.r.t. `x`."""
     out = {}
+    h, w = x.shape[-2:]
     for s in sources:
-        crops = F.grid_sample(x.expand(len(s.matrices), -1, -1, -1), grids[s.id], mode="bilinear",
-                              padding_mode="border", align_corners=False)
-        out[s.id] = F.cosine_similarity(s.module(crops), s.references, dim=1)
+        crops = []
+        for i, factor in enumerate(_antialias_factors(s.matrices)):
+            # Same anti-aliasing as `align`: normalised grid coordinates do not depend on the resolution.
+            xi = x if factor == 1.0 else F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))),
+                                                       mode="area")
+            crops.append(F.grid_sample(xi, grids[s.id][i : i + 1], mode="bilinear", padding_mode="zeros",
+                                       align_corners=False))
+        out[s.id] = F.cosine_similarity(s.module(torch.cat(crops)), s.references, dim=1)
     return out
 
 

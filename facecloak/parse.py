@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from facecloak.errors import FacecloakError, ImageError
+from facecloak.align import apply_affine, invert_affine, warp_crop
+from facecloak.errors import ConfigError, FacecloakError, ImageError
 from facecloak.models.spec import Source, SourceFile
 from facecloak.types import Face
 from leam.registry import Registry
@@ -183,8 +184,8 @@ class FaceFrame:
     """A face-aligned frame derived from five points: origin at the eye midpoint, x along the eyes.
 
     eye_mid     (2,) photo pixels.
-    x_axis      unit vector from the image-left eye to the image-right eye.
-    y_axis      x_axis turned 90° towards the chin (image y grows downwards).
+    x_axis      unit vector from the image-left eye to the image-right eye (reversed for an upside-down face).
+    y_axis      x_axis turned 90° clockwise on screen, i.e. towards the chin (image y grows downwards).
     eye_span    eye-to-eye distance in pixels.
     mouth_drop  distance from the eye midpoint to the mouth midpoint along y_axis, in pixels.
     """
@@ -207,6 +208,8 @@ class FaceFrame:
         y_axis = np.array([-x_axis[1], x_axis[0]])
         mouth_mid = (points[3] + points[4]) / 2.0
         drop = float((mouth_mid - eye_mid) @ y_axis)
+        if drop < 0:  # an upside-down face: turn the frame half a turn so that y still runs towards the chin
+            x_axis, y_axis, drop = -x_axis, -y_axis, -drop
         return cls(eye_mid, x_axis, y_axis, span, drop)
 
     @property
@@ -223,6 +226,9 @@ class FaceFrame:
         """Map (K, 2) points given in face units (x right, y down, 1 = `unit`) to photo pixels."""
         local = np.asarray(local, dtype=np.float64) * self.unit
         return self.eye_mid + local[:, :1] * self.x_axis + local[:, 1:] * self.y_axis
+
+
+_X = np.array([1.0, 0.0])  # the face frame's x axis in face units
 
 
 def _ellipse(center: np.ndarray, axes: tuple[float, float], x_axis: np.ndarray, n: int = 48) -> np.ndarray:
@@ -246,10 +252,9 @@ def square_roi_matrix(center: np.ndarray, x_axis: np.ndarray, side: float, out: 
     return np.hstack([linear, (crop_centre - linear @ np.asarray(center, dtype=np.float64))[:, None]])
 
 
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (2, 3) affine to (K, 2) points."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ matrix[:, :2].T + matrix[:, 2]
+# In face units (FaceFrame.unit, ~ the eye-to-mouth drop): the centre of the FaceMesh points' box lies this far
+# below the eye midpoint, and the box's longer side has this length (medians over the 61 deepface photos).
+_FIVE_TO_EXTENT = (0.43, 2.6)
 
 
 def roi_from_five(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -262,11 +267,6 @@ def roi_from_five(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     offset_y, extent = _FIVE_TO_EXTENT
     centre = frame.eye_mid + offset_y * frame.unit * frame.y_axis
     return centre, frame.x_axis, ROI_SCALE * extent * frame.unit
-
-
-# In face units (FaceFrame.unit, ~ the eye-to-mouth drop): the centre of the FaceMesh points' box lies this far
-# below the eye midpoint, and the box's longer side has this length.
-_FIVE_TO_EXTENT = (0.43, 2.6)
 
 
 def roi_from_mesh(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -292,6 +292,8 @@ class FaceMeshParser:
             from facecloak.models.pull import cached_source_files
 
             model_path = cached_source_files(PARSER_SOURCE, "the face parser (FaceMesh)")[FACEMESH_FILE]
+        if refine_steps < 0:
+            raise ConfigError(f"refine_steps must be >= 0, got {refine_steps}")
         self.model_path = Path(model_path)
         self.refine_steps = refine_steps
         self.num_threads = num_threads
@@ -324,15 +326,15 @@ class FaceMeshParser:
             raise FacecloakError(f"{self.model_path.name} does not look like FaceMesh (unexpected outputs)")
         # Outputs are continuous crop coordinates (0..192 across the crop); -0.5 -> pixel-centre convention.
         points = raw_points.reshape(FACEMESH_POINTS, 3)[:, :2].astype(np.float64) - 0.5
-        presence = float(1.0 / (1.0 + np.exp(-raw_flag)))
+        presence = 0.5 * (1.0 + float(np.tanh(raw_flag / 2.0)))  # the sigmoid, without overflow
         return points, presence
 
     def _run_roi(self, image: np.ndarray, roi: tuple[np.ndarray, np.ndarray, float]) -> tuple[np.ndarray, float]:
         matrix = square_roi_matrix(*roi, out=FACEMESH_INPUT)
-        crop = cv2.warpAffine(image, matrix, (FACEMESH_INPUT, FACEMESH_INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        # Bilinear with a black border, area-averaged first when the face is large (no aliasing on big photos).
+        crop = warp_crop(image, matrix, FACEMESH_INPUT, antialias=True)
         points, presence = self.run_crop(crop)
-        return apply_affine(cv2.invertAffineTransform(matrix), points), presence
+        return apply_affine(invert_affine(matrix), points), presence
 
     def landmarks(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, float]:
         """(468, 2) float64 photo pixels and the face-presence probability of the last pass."""
@@ -350,7 +352,7 @@ class FaceMeshParser:
 
 
 def mesh_polygons(mesh: np.ndarray) -> dict[int, list[np.ndarray]]:
-    """Region polygons (photo pixels) from (468, 2) FaceMesh points."""
+    """Region polygons by label code, in the coordinates of the (468, 2) FaceMesh points given."""
 
     def loop(indices: Sequence[int]) -> np.ndarray:
         return mesh[list(indices)]
@@ -412,9 +414,9 @@ class Landmarks5Parser:
             SKIN: [oval],
             FOREHEAD: [forehead] if len(forehead) >= 3 else [],
             NOSE: [around(nose_tip, "nose")],
-            # Brow offsets are given outwards: towards the image's left for the image-left eye.
-            BROWS: [around(left_eye, "brow", outward=-1.0), around(right_eye, "brow")],
-            EYES: [around(left_eye, "eye", outward=-1.0), around(right_eye, "eye")],
+            # Eye and brow offsets point away from the face's midline.
+            BROWS: [around(eye, "brow", outward=float(np.sign(eye[0]))) for eye in (left_eye, right_eye)],
+            EYES: [around(eye, "eye", outward=float(np.sign(eye[0]))) for eye in (left_eye, right_eye)],
             LIPS: [around(mouth_mid, "lips", x_scale=mouth_half)],
         }
 
@@ -430,9 +432,6 @@ class Landmarks5Parser:
         return Parsing(labels=labels, landmarks=np.asarray(face.landmarks, dtype=np.float32), confidence=1.0)
 
 
-_X = np.array([1.0, 0.0])
-
-
 def _clip_above(polygon: np.ndarray, y_limit: float) -> np.ndarray:
     """The part of a convex closed polygon (K, 2) with y <= y_limit, closed along the line y = y_limit."""
     out: list[np.ndarray] = []
@@ -446,8 +445,6 @@ def _clip_above(polygon: np.ndarray, y_limit: float) -> np.ndarray:
             t = (y_limit - a[1]) / (b[1] - a[1])
             out.append(a + t * (b - a))
     return np.array(out, dtype=np.float64).reshape(-1, 2)
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------

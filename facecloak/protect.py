@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -66,6 +67,22 @@ class ProtectResult:
         return int(self.mask.sum())
 
 
+@lru_cache(maxsize=1)
+def default_detector():
+    """MTCNN with default settings, loaded once per process."""
+    from facecloak.detect import load_detector
+
+    return load_detector("mtcnn")
+
+
+@lru_cache(maxsize=1)
+def default_parser():
+    """The FaceMesh parser, loaded once per process."""
+    from facecloak.parse import get_parser
+
+    return get_parser("facemesh")
+
+
 def _clean_references(models: Sequence[str], crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {m: embed_crops(cached_model(m), crops[m]) for m in models}
 
@@ -119,19 +136,12 @@ def protect(
     if budget != settings.budget:
         settings = LeamSettings(**{**settings.__dict__, "budget": budget})
     if faces is None:
-        if detector is None:
-            from facecloak.detect import load_detector
-
-            detector = load_detector("mtcnn")
-        faces = detector.detect(image)
+        faces = (detector or default_detector()).detect(image)
     faces = sorted(faces, key=lambda f: f.area, reverse=True)[:1] if largest_only else list(faces)
     empty = np.zeros(image.shape[:2], bool)
     if not faces:
         return ProtectResult(image.copy(), empty, (), None, fill, budget, models, notes=("no face found",))
-    if parser is None:
-        from facecloak.parse import get_parser
-
-        parser = get_parser("facemesh")
+    parser = parser or default_parser()
 
     common = settings.common_template
     common_aligned = [align(image, f, common) for f in faces]
@@ -220,10 +230,7 @@ def build_person(
     skipped; the centroids stay in memory (never written), the profile holds relevance maps only.
     """
     settings = settings or LeamSettings()
-    if detector is None:
-        from facecloak.detect import load_detector
-
-        detector = load_detector("mtcnn")
+    detector = detector or default_detector()
     hashes = list(photo_hashes) if photo_hashes is not None else [str(i) for i in range(len(photos))]
     found = [(img, h, max(detector.detect(img), key=lambda f: f.area, default=None)) for img, h in zip(photos, hashes, strict=True)]
     usable = [(img, h, f) for img, h, f in found if f is not None]

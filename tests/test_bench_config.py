@@ -189,7 +189,7 @@ def test_to_dict_round_trips(recipe_file: Path) -> None:
 
 
 def test_unknown_recipe_name_suggests() -> None:
-    with pytest.raises(ConfigError, match="unknown recipe 'papr'.*did you mean 'paper'"):
+    with pytest.raises(ConfigError, match=r"unknown recipe 'papr'.*did you mean 'paper'"):
         load_recipe("papr")
 
 

@@ -117,7 +117,8 @@ def convert(files: Mapping[str, Path]) -> dict[str, torch.Tensor]:
             raise PullError(f"conv_dw_{i}: stride differs from MobileNet-V1; the graph is not the expected faceres")
         # Depthwise: conv, then Mul(scale), then Add(bias). Fold the scale into the kernel's output channels.
         scale = vector(w[f"conv_dw_{i}_bn/batchnorm_1/mul"])
-        state[f"{block}.dw.conv.weight"] = depthwise_kernel(w[f"conv_dw_{i}/depthwise_kernel"]) * scale[:, None, None, None]
+        kernel = depthwise_kernel(w[f"conv_dw_{i}/depthwise_kernel"])
+        state[f"{block}.dw.conv.weight"] = kernel * scale[:, None, None, None]
         state[f"{block}.dw.conv.bias"] = vector(w[f"conv_dw_{i}_bn/batchnorm_1/sub"])
         # Pointwise: the converter already merged the scale into the kernel ("merged_input").
         state[f"{block}.pw.conv.weight"] = conv_kernel(w[f"conv_pw_{i}/convolution/merged_input"])

@@ -70,10 +70,6 @@ class GraphModel:
         except KeyError:
             raise PullError(f"graph node {name!r} not found; is this the expected model file?") from None
 
-    def ops(self) -> list[GraphNode]:
-        """Every computing node (not Const, not Placeholder) in file order."""
-        return [n for n in self.nodes.values() if n.op not in ("Const", "Placeholder")]
-
 
 def _decode(raw: bytes, spec: Mapping[str, Any]) -> np.ndarray:
     """One tensor of the manifest -> numpy array in its original dtype (quantisation undone)."""
@@ -182,7 +178,8 @@ def depthwise_kernel(hwcm: np.ndarray) -> torch.Tensor:
     TF orders the output channels as c * multiplier + m, the same order torch uses for groups=channels.
     """
     kh, kw, c, m = hwcm.shape
-    return torch.from_numpy(np.ascontiguousarray(hwcm.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1), dtype=np.float32))
+    grouped = hwcm.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(grouped, dtype=np.float32))
 
 
 def vector(values: np.ndarray) -> torch.Tensor:
