@@ -266,7 +266,7 @@ def warp_to_photo(
     height, width = int(photo_shape[0]), int(photo_shape[1])
     method = _resolve(interpolation, data)
     is_mask = data.dtype == np.bool_
-    out = np.zeros((height, width), dtype=np.bool_ if is_mask else np.float32)
+    out: np.ndarray = np.zeros((height, width), dtype=np.bool_ if is_mask else np.float32)
     x0, y0, x1, y1 = _footprint(matrix, data.shape[0], width, height, margin=1.0)
     if x1 <= x0 or y1 <= y0:
         return out

@@ -10,7 +10,7 @@ import numpy as np
 from facecloak.data import LabelledSet, load_labelled_set, read_lfw_pairs, sample
 from facecloak.detect import load_detector
 from facecloak.errors import DataError
-from facecloak.pipeline import DetectedPhoto, Progress, Timings, detect_photos, embed_main_faces
+from facecloak.pipeline import DetectedPhoto, Progress, Timings, detect_photos, detector_settings, embed_main_faces
 from facecloak.verify import pair_scores, roc_auc, tar_at, ten_fold_accuracy, threshold_at_far
 
 FAR_KEYS = {"0.01": 1e-2, "0.001": 1e-3}
@@ -19,7 +19,7 @@ FAR_KEYS = {"0.01": 1e-2, "0.001": 1e-3}
 def _detect(paths: Sequence[Path], *, use_cache: bool, progress: Progress, timings: Timings) -> list[DetectedPhoto]:
     detector = load_detector("mtcnn")
     return detect_photos(
-        paths, detector, settings=detector.settings, use_cache=use_cache, progress=progress, timings=timings
+        paths, detector, settings=detector_settings(detector), use_cache=use_cache, progress=progress, timings=timings
     )
 
 
@@ -39,7 +39,11 @@ def run_check(
     use_cache: bool = True,
     progress: Progress,
 ) -> dict:
-    labelled: LabelledSet = sample(load_labelled_set(data), identities=identities, per_identity=per_identity, seed=seed)
+    # A sample of people is drawn among those with two or more photos: genuine pairs need them.
+    labelled: LabelledSet = sample(
+        load_labelled_set(data), identities=identities, per_identity=per_identity, seed=seed,
+        min_photos=2 if identities else 1,
+    )
     timings = Timings()
     photos = _detect([p.path for p in labelled.photos], use_cache=use_cache, progress=progress, timings=timings)
     found = np.array([p.main_face is not None for p in photos])
@@ -96,7 +100,8 @@ def _lfw_accuracy(lfw_pairs, pair_photos: list[DetectedPhoto], rec, use_cache: b
     same = np.array([s for *_, s in lfw_pairs])
     folds = np.array([f for f, *_ in lfw_pairs])
     mean, std = ten_fold_accuracy(scores, same, folds)
-    return {"mean": mean, "std": std, "n_pairs": int(len(lfw_pairs)), "pairs_without_face": int(np.isnan(emb[a]).any(1).sum() + np.isnan(emb[b]).any(1).sum())}
+    missing = int((np.isnan(emb[a]).any(1) | np.isnan(emb[b]).any(1)).sum())
+    return {"mean": mean, "std": std, "n_pairs": len(lfw_pairs), "pairs_without_face": missing}
 
 
 def run_calibration(

@@ -253,8 +253,10 @@ def batched_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float, mode: Literal["union", "min"] = "union"
 ) -> np.ndarray:
     """NMS independently within each group (image); returns kept indices sorted ascending."""
-    kept = [np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
-            for g in np.unique(groups)]
+    kept = [
+        np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
+        for g in np.unique(groups)
+    ]
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
 
 
@@ -267,9 +269,9 @@ def pnet_candidates(offsets: np.ndarray, prob: np.ndarray, scale: float, thresho
     cells = np.stack([xs, ys], axis=1).astype(np.float64)
     top_left = np.floor((2 * cells + 1) / scale)
     bottom_right = np.floor((2 * cells + 12) / scale)
-    return np.concatenate(
-        [top_left, bottom_right, prob[ys, xs][:, None], offsets[:, ys, xs].T], axis=1
-    ).astype(np.float64)
+    return np.concatenate([top_left, bottom_right, prob[ys, xs][:, None], offsets[:, ys, xs].T], axis=1).astype(
+        np.float64
+    )
 
 
 def regress_boxes(boxes: np.ndarray, offsets: np.ndarray, *, inclusive: bool = True) -> np.ndarray:
@@ -444,7 +446,11 @@ class MtcnnDetector:
         offsets, points, scores = _run_in_chunks(self.module.onet, _crop_batch(stack, boxes, image_index, 48))
         keep = scores > self.thresholds[2]
         boxes, scores, offsets, points, image_index = (
-            boxes[keep], scores[keep], offsets[keep], points[keep], image_index[keep]
+            boxes[keep],
+            scores[keep],
+            offsets[keep],
+            points[keep],
+            image_index[keep],
         )
         # Landmarks are fractions of the (inclusive, 1-based) box O-Net saw; the - 1 makes them 0-based pixel centres.
         size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)

@@ -61,6 +61,12 @@ class Timings:
         return 1000.0 * self.seconds.get(stage, 0.0) / n if n else float("nan")
 
 
+def detector_settings(detector) -> dict:
+    """The options that change a detector's output (the detection cache key)."""
+    keys = ("min_face_size", "thresholds", "score_threshold", "max_side", "factor")
+    return {"detector": type(detector).__name__, **{k: getattr(detector, k) for k in keys if hasattr(detector, k)}}
+
+
 def _settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -24,7 +24,7 @@ from facecloak.parse import face_region, labels_in_template
 from facecloak.thresholds import load_thresholds
 from facecloak.types import Face
 
-DEFAULT_MODELS = ("mbf-arc", "hse-mnv1", "mbf-tf")
+DEFAULT_MODELS = ("mbf-arc", "mbf-tf", "mobileface")
 FILL_NAMES = (*FILLS.names(), "cloak")
 
 

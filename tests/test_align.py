@@ -268,3 +268,43 @@ def test_template_to_template_with_face_matrices_is_exact() -> None:
     assert affine_scale(m_dlib) > affine_scale(m_arc)  # dlib chips are tighter than ArcFace crops
     with pytest.raises(ConfigError, match="both"):
         warp_between_templates(arc_map, "arcface112", "dlib150", src_matrix=m_arc)
+
+
+# ---------------------------------------------------------------------------------------------- native dlib
+
+
+def _dlib_chip_to_image(details) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """dlib's own chip -> image map for `chip_details` (extract_image_chips: chip corners to rotated rect)."""
+    rect, angle = details.rect, details.angle
+    centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    corners = np.array([[rect.left(), rect.top()], [rect.right(), rect.top()], [rect.left(), rect.bottom()]])
+    to = (corners - centre) @ rotation.T + centre
+    src = np.array([[0, 0], [details.cols - 1, 0], [0, details.rows - 1]], dtype=np.float32)
+    return cv2.getAffineTransform(src, to.astype(np.float32)).astype(np.float64)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_dlib150_matches_native_dlib_face_chips() -> None:
+    """dlib's own 68 landmarks, mapped into dlib's own 150 px / 0.25 chip, sit on the dlib150 template points."""
+    import importlib.resources
+    from pathlib import Path
+
+    dlib = pytest.importorskip("dlib")
+    models = pytest.importorskip("face_recognition_models")
+    try:
+        photo_path = importlib.resources.files("insightface") / "data" / "images" / "t1.jpg"
+    except ModuleNotFoundError:
+        pytest.skip("insightface is not installed (its group photo t1.jpg is the test image)")
+    image = cv2.cvtColor(cv2.imread(str(Path(str(photo_path)))), cv2.COLOR_BGR2RGB)
+    predictor = dlib.shape_predictor(models.pose_predictor_model_location())
+    found = []
+    for rect in dlib.get_frontal_face_detector()(image, 1):
+        shape = predictor(image, rect)
+        points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
+        five = np.array([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
+        to_chip = invert_affine(_dlib_chip_to_image(dlib.get_face_chip_details(shape, 150, 0.25)))
+        found.append(apply_affine(to_chip, five))
+    assert len(found) >= 4
+    offset = np.mean(found, axis=0) - TEMPLATES.get("dlib150").points
+    assert np.abs(offset).max() < 2.0, offset

@@ -196,14 +196,17 @@ def test_group_photo_has_six_faces_with_sane_landmarks(detector: MtcnnDetector) 
 
 @pytest.mark.real
 def test_downscaled_detection_maps_back_to_full_resolution(detector: MtcnnDetector) -> None:
-    image = _group_photo()  # 1280 px wide
-    full = detector.detect(image)
-    small = MtcnnDetector(max_side=800, module=detector.module).detect(image)
-    assert len(small) == len(full) == 6
-    for face in full:
-        nearest = min(small, key=lambda f: np.abs(f.landmarks - face.landmarks).sum())
-        # Landmarks agree to a few percent of the eye distance; a coordinate-mapping bug would be off by 60 %.
-        assert np.abs(nearest.landmarks - face.landmarks).max() < 0.12 * face.eye_distance
+    image = _group_photo()
+    # A 2x pixel-replicated copy shrinks back (INTER_AREA) to exactly the original when max_side is the
+    # original's longer side, so its faces must be the original's mapped through x -> 2 (x + 0.5) - 0.5.
+    height, width = image.shape[:2]
+    doubled = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    shrinking = MtcnnDetector(max_side=max(height, width), module=detector.module)
+    original, mapped = detector.detect(image), shrinking.detect(doubled)
+    assert len(original) == len(mapped) == 6
+    for a, b in zip(original, mapped, strict=True):
+        np.testing.assert_allclose(b.landmarks, (a.landmarks + 0.5) * 2 - 0.5, atol=1e-3)
+        np.testing.assert_allclose(b.box, (np.array(a.box) + 0.5) * 2 - 0.5, atol=1e-3)
 
 
 @pytest.mark.real

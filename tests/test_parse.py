@@ -149,7 +149,7 @@ def test_labels_in_template_upscale_is_nearest_neighbour() -> None:
 def test_labels_in_template_never_invents_codes(angle: float, scale: float, tx: float, ty: float) -> None:
     parsing = _synthetic_parsing()
     matrix = cv2.getRotationMatrix2D((15.0, 10.0), angle, scale)
-    matrix[:, 2] += (tx, ty)
+    matrix[:, 2] += np.array([tx, ty])
     out = labels_in_template(parsing, matrix, 24)
     assert out.shape == (24, 24) and out.dtype == np.uint8
     assert set(np.unique(out)) <= {OTHER, EYES, LIPS}

@@ -15,7 +15,7 @@ from facecloak.cli.common import parse_names, progress_iter, resolve_recognisers
 from facecloak.errors import FacecloakError
 
 app = typer.Typer(help="List, pull, check and calibrate the recognition models.", no_args_is_help=True)
-console = Console()
+console = Console(width=None if Console().is_terminal else 200)
 err = Console(stderr=True)
 
 
@@ -34,11 +34,11 @@ def list_models() -> None:
         thr = load_thresholds(name)
         table.add_row(
             spec.id,
-            spec.architecture,
+            spec.architecture.split(" (")[0],
             spec.input_description,
             str(spec.embedding_dim),
             "; ".join(s.label for s in spec.sources),
-            spec.licence,
+            spec.licence.split(";")[0].split(". ")[0],
             "yes" if is_pulled(spec) else "no",
             f"{thr.at('0.001'):.3f} ({thr.origin}, n={thr.n_impostor:,})" if thr else "-",
         )

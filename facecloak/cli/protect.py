@@ -1,17 +1,27 @@
 """`facecloak protect PATH...`: protected copies of photos; originals are never touched.
 
 Exit codes: 0 every photo handled (protected, already done, or skipped/copied by the no-face policy),
-1 some photos failed, 2 all photos failed or nothing could start (bad option, missing model).
+1 some photos failed, 2 all photos failed or nothing could start (bad option, missing or tampered model),
+130 interrupted (Ctrl-C or SIGTERM; finished outputs are kept and a rerun resumes).
+
+A photo's output is written last and atomically (temp file + link), so an existing output means "done": reruns
+skip it, and an interrupted run leaves no partial file. Side files (`--save-mask`, `--save-heatmap`) are
+written before the output they belong to for the same reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -19,7 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from facecloak.cli.common import parse_names, progress_iter
-from facecloak.errors import ConfigError, FacecloakError, NoFaceError
+from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
+
+if TYPE_CHECKING:
+    from facecloak.protect import Person
 
 stderr = Console(stderr=True)
 
@@ -30,21 +43,61 @@ class NoFacePolicy(str, Enum):
     error = "error"
 
 
+class ParserChoice(str, Enum):
+    facemesh = "facemesh"
+    landmarks5 = "landmarks5"
+
+
 @dataclass(frozen=True)
 class PhotoReport:
+    """What happened to one input; one JSON line with `--json`.
+
+    status: protected | exists | no-face-skipped | no-face-copied | failed | would-write.
+    cosine: per face, model id -> {"before", "after"}: cosine of the clean / the written-and-reread face to the
+    reference (the person's profile with --person, else the clean face itself). seconds: wall time for the photo.
+    frames: frames/pages in the file (only the first is protected when > 1).
+    """
+
     path: str
     output: str | None
-    status: str  # protected | exists | no-face-skipped | no-face-copied | failed | would-write
+    status: str
     faces: int = 0
     pixels_changed: int = 0
     fill: str = ""
-    cosine: tuple[dict, ...] = ()
+    cosine: tuple[dict[str, dict[str, float]], ...] = ()
     seconds: float = 0.0
     message: str = ""
     frames: int = 1
+    side_files: tuple[str, ...] = field(default_factory=tuple)
 
-    def as_json(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+    def as_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ProtectOptions:
+    """The options of one `protect` invocation (see the command's help for each)."""
+
+    out: Path | None
+    suffix: str
+    format: str | None
+    jpeg_quality: int
+    models: tuple[str, ...]
+    budget: float
+    fill: str
+    seed: int
+    largest_only: bool
+    no_face: NoFacePolicy
+    overwrite: bool
+    keep_metadata: bool
+    keep_gps: bool
+    dry_run: bool
+    save_mask: bool
+    save_heatmap: bool
+    max_pixels: int
+    steps: int
+    epsilon: float | None
+    parser: str
 
 
 def register(app: typer.Typer) -> None:
@@ -54,59 +107,103 @@ def register(app: typer.Typer) -> None:
 
 def protect_command(
     paths: Annotated[list[Path], typer.Argument(help="Photos and/or folders.", exists=False)],
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output folder (default: next to each input).")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders, mirroring the tree.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Output folder (default: next to each input).")
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into sub-folders, mirroring the tree.")
+    ] = False,
     suffix: Annotated[str, typer.Option(help="Added to each output file name.")] = "_protected",
-    format: Annotated[str | None, typer.Option(help="Output format: jpeg, png, webp, tiff (default: as input).")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="Output format: jpeg, png, webp, tiff (default: as input).")
+    ] = None,
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
-    models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: mbf-arc,hse-mnv1,mbf-tf).")] = None,
-    budget: Annotated[float, typer.Option(help="Percent of each face's pixels that may change.")] = 1.0,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated source models (default: mbf-arc,mbf-tf,mobileface).")
+    ] = None,
+    budget: Annotated[float, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")] = 1.0,
     fill: Annotated[str, typer.Option(help="black, mean, blur, pixelate, noise, inpaint or cloak.")] = "black",
-    person: Annotated[str | None, typer.Option(help="Name of the person the photos show (with --person-photos).")] = None,
-    person_photos: Annotated[Path | None, typer.Option(help="Folder of photos of --person to build/reuse a profile.")] = None,
+    person: Annotated[
+        str | None, typer.Option(help="Name of the person the photos show (with --person-photos).")
+    ] = None,
+    person_photos: Annotated[
+        Path | None, typer.Option(help="Folder of photos of --person to build a profile from.")
+    ] = None,
     seed: int = 0,
     largest_only: Annotated[bool, typer.Option(help="Protect only the largest face of each photo.")] = False,
-    no_face: Annotated[NoFacePolicy, typer.Option(help="Photos without a face: skip, copy (metadata stripped) or error.")] = NoFacePolicy.skip,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).")] = False,
+    no_face: Annotated[
+        NoFacePolicy, typer.Option(help="Photos without a face: skip, copy (metadata stripped) or error.")
+    ] = NoFacePolicy.skip,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).")
+    ] = False,
     keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF/ICC (GPS still removed unless --keep-gps).")] = False,
     keep_gps: Annotated[bool, typer.Option(help="With --keep-metadata, keep GPS location too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per photo, then a summary line.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be written, change nothing.")] = False,
     save_mask: Annotated[bool, typer.Option(help="Also write <output>.mask.png (the changed pixels).")] = False,
-    save_heatmap: Annotated[bool, typer.Option(help="Also write <output>.heatmap.png (LEAM relevance).")] = False,
+    save_heatmap: Annotated[
+        bool, typer.Option(help="Also write <output>.heatmap.png (LEAM relevance over the protected photo).")
+    ] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinks that leave the input folder.")] = False,
-    max_pixels: Annotated[int, typer.Option(help="Refuse photos larger than this many pixels.")] = 100_000_000,
-    steps: Annotated[int, typer.Option(help="Cloak: optimisation steps.")] = 60,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse photos larger than this many pixels (checked before decoding).")
+    ] = 100_000_000,
+    steps: Annotated[int, typer.Option(min=0, help="Cloak: optimisation steps.")] = 60,
     epsilon: Annotated[float | None, typer.Option(help="Cloak: max change per pixel (0-255 levels).")] = None,
+    parser: Annotated[
+        ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
+    ] = ParserChoice.facemesh,
 ) -> None:
     """Write protected copies of photos: only the pixels recognition relies on most are changed."""
-    from facecloak.io import find_images
-
-    if keep_gps and not keep_metadata:
-        raise ConfigError("--keep-gps only makes sense with --keep-metadata")
-    if (person is None) != (person_photos is None):
-        raise ConfigError("--person and --person-photos go together")
-    items = [i for i in find_images(paths, recursive=recursive, follow_symlinks=follow_symlinks)
-             if not i.path.stem.endswith(suffix)]  # never protect our own outputs again
-    if not items:
-        raise FacecloakError("no photos found in the given paths")
-    model_ids = tuple(parse_names(models) or ())
-    runner = _Runner(
-        out=out, suffix=suffix, format=format, jpeg_quality=jpeg_quality, models=model_ids, budget=budget,
-        fill=fill, seed=seed, largest_only=largest_only, no_face=no_face, overwrite=overwrite,
-        keep_metadata=keep_metadata, keep_gps=keep_gps, dry_run=dry_run, save_mask=save_mask,
-        save_heatmap=save_heatmap, max_pixels=max_pixels, steps=steps, epsilon=epsilon,
+    options = ProtectOptions(
+        out=out,
+        suffix=suffix,
+        format=format,
+        jpeg_quality=jpeg_quality,
+        models=tuple(parse_names(models) or ()),
+        budget=budget,
+        fill=fill,
+        seed=seed,
+        largest_only=largest_only,
+        no_face=no_face,
+        overwrite=overwrite,
+        keep_metadata=keep_metadata,
+        keep_gps=keep_gps,
+        dry_run=dry_run,
+        save_mask=save_mask,
+        save_heatmap=save_heatmap,
+        max_pixels=max_pixels,
+        steps=steps,
+        epsilon=epsilon,
+        parser=parser.value,
     )
-    if person is not None and person_photos is not None and not dry_run:
-        runner.load_person(person, person_photos)
+    _check_options(options, person, person_photos)
+    items = _collect(paths, options, recursive=recursive, follow_symlinks=follow_symlinks)
+    runner = _Runner(options)
     reports: list[PhotoReport] = []
-    for item in progress_iter(items, "protecting"):
-        report = runner.run_one(item.path, item.root)
-        reports.append(report)
-        if as_json:
-            typer.echo(json.dumps(report.as_json()))
-        elif report.status == "failed":
-            stderr.print(f"[red]failed[/red] {report.path}: {report.message}", highlight=False)
+    with _sigterm_as_interrupt():
+        try:
+            if not dry_run:
+                runner.prepare()  # a missing or tampered model stops everything here, before any photo
+                if person is not None and person_photos is not None:
+                    runner.load_person(person, person_photos)
+            for item in progress_iter(items, "protecting"):
+                report = runner.run_one(item.path, item.root)
+                reports.append(report)
+                if as_json:
+                    typer.echo(json.dumps(report.as_json(), ensure_ascii=False))
+                elif report.status == "failed":
+                    stderr.print(f"[red]failed[/red] {report.path}: {report.message}", highlight=False, soft_wrap=True)
+        except KeyboardInterrupt:
+            done = sum(r.status in ("protected", "no-face-copied") for r in reports)
+            stderr.print(
+                f"[yellow]interrupted[/yellow] after {len(reports)} of {len(items)} photos; {done} outputs written "
+                "this run are complete and kept, no partial files; rerun the same command to resume",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise
     failed = sum(r.status == "failed" for r in reports)
     summary = {s: sum(r.status == s for r in reports) for s in sorted({r.status for r in reports})}
     if as_json:
@@ -115,6 +212,64 @@ def protect_command(
         _print_summary(reports, summary)
     if failed:
         raise typer.Exit(2 if failed == len(reports) else 1)
+
+
+def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | None) -> None:
+    """Refuse bad option values once, before any photo is read (not once per photo)."""
+    from facecloak.cloak import CloakSettings
+    from facecloak.io import output_path_for
+    from facecloak.leamface import LeamSettings
+    from facecloak.models import get_spec
+    from facecloak.protect import FILL_NAMES
+
+    if o.keep_gps and not o.keep_metadata:
+        raise ConfigError("--keep-gps only makes sense with --keep-metadata")
+    if (person is None) != (person_photos is None):
+        raise ConfigError("--person and --person-photos go together")
+    if o.fill not in FILL_NAMES:
+        raise ConfigError(f"unknown fill {o.fill!r}; choose from {', '.join(FILL_NAMES)}")
+    LeamSettings(budget=o.budget)  # raises ConfigError outside (0, 100]
+    CloakSettings(steps=o.steps, epsilon=o.epsilon)
+    for model in o.models:
+        get_spec(model)  # unknown names raise with suggestions
+    # The suffix and format are checked by naming a dummy output (the same code names the real ones).
+    output_path_for(Path("/check.png"), Path("/"), Path("/facecloak-check"), suffix=o.suffix, format=o.format)
+
+
+def _collect(paths: list[Path], o: ProtectOptions, *, recursive: bool, follow_symlinks: bool) -> list[Any]:
+    """The photos to protect, without our own earlier outputs (by suffix) and without anything under `-o`."""
+    from facecloak.io import find_images
+
+    found = find_images(paths, recursive=recursive, follow_symlinks=follow_symlinks)
+    out = Path(os.path.abspath(o.out)) if o.out is not None else None
+    items = [
+        i for i in found
+        if not (o.suffix and i.path.stem.endswith(o.suffix))
+        and not (out is not None and Path(os.path.abspath(i.path)).is_relative_to(out))
+    ]  # fmt: skip
+    if not items:
+        raise FacecloakError(
+            "no photos found in the given paths"
+            + ("" if recursive or not any(p.is_dir() for p in paths) else " (use --recursive for sub-folders)")
+        )
+    return items
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (kill, systemd, docker stop) like Ctrl-C: the current temp file is removed, outputs kept."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(reports: list[PhotoReport], summary: dict[str, int]) -> None:
@@ -126,30 +281,34 @@ def _print_summary(reports: list[PhotoReport], summary: dict[str, int]) -> None:
             ", ".join(f"{m} {v['before']:.2f}→{v['after']:.2f}" for m, v in face.items()) for face in r.cosine
         )
         table.add_row(Path(r.path).name, r.status, str(r.faces), str(r.pixels_changed), cos or r.message)
-    Console(stderr=True).print(table)
+    stderr.print(table)
     stderr.print(", ".join(f"{n} {s}" for s, n in summary.items()))
 
 
 class _Runner:
     """Holds the options and the loaded models for one `protect` invocation."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, options: ProtectOptions) -> None:
         from facecloak.cloak import CloakSettings
         from facecloak.protect import DEFAULT_MODELS
 
         self.o = options
-        self.models = options["models"] or DEFAULT_MODELS
-        self.person = None
-        self.cloak = CloakSettings(steps=options["steps"], epsilon=options["epsilon"])
-        self._detector = None
+        self.models: tuple[str, ...] = options.models or DEFAULT_MODELS
+        self.person: Person | None = None
+        self.cloak = CloakSettings(steps=options.steps, epsilon=options.epsilon)
+        self.detector: Any = None
+        self.parser: Any = None
 
-    @property
-    def detector(self):
-        if self._detector is None:
-            from facecloak.detect import load_detector
+    def prepare(self) -> None:
+        """Load (and sha256-verify) the detector, the parser and every source model once."""
+        from facecloak.detect import load_detector
+        from facecloak.models import cached_model
+        from facecloak.parse import get_parser
 
-            self._detector = load_detector("mtcnn")
-        return self._detector
+        self.detector = load_detector("mtcnn")
+        self.parser = get_parser(self.o.parser)
+        for model in self.models:
+            cached_model(model)
 
     def load_person(self, name: str, folder: Path) -> None:
         import leam
@@ -159,69 +318,141 @@ class _Runner:
         from facecloak.protect import build_person
 
         files = [i.path for i in find_images([folder])]
-        photos = [read_image(p, max_pixels=self.o["max_pixels"]).rgb for p in files]
+        photos = [read_image(p, max_pixels=self.o.max_pixels).rgb for p in files]
         hashes = [sha256_file(p) for p in files]
         person, profile = build_person(name, photos, models=self.models, photo_hashes=hashes, detector=self.detector)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         path = paths.profiles_dir() / f"{safe}.npz"
-        leam.save_profile(path, profile)
-        stderr.print(f"profile of {name!r}: {person.n_photos} photos, saved to {path}")
+        leam.save_profile(path, profile)  # relevance maps only; the identity centroids stay in memory
+        stderr.print(f"profile of {name!r}: {person.n_photos} photos, saved to {path}", highlight=False)
         self.person = person
 
     def run_one(self, path: Path, root: Path) -> PhotoReport:
-        from facecloak.io import output_path_for, read_image, write_image
+        """Protect one photo; every failure of this photo becomes a `failed` report, the batch goes on."""
+        from facecloak.io import output_path_for
+
+        start = time.perf_counter()
+        o = self.o
+        out_dir = o.out if o.out is not None else root
+        target = output_path_for(path, root, out_dir, suffix=o.suffix, format=o.format)  # ConfigError: fatal
+        try:
+            if target.exists() and not o.overwrite:
+                return PhotoReport(str(path), str(target), "exists", message="output exists (use --overwrite)")
+            if o.dry_run:
+                return PhotoReport(str(path), str(target), "would-write", side_files=self._side_files(target))
+            report = self._protect(path, target)
+        except ImageError as exc:
+            if not o.overwrite and target.exists():  # another run wrote it while we worked: that run's result stands
+                report = PhotoReport(str(path), str(target), "exists", message="written meanwhile by another run")
+            else:
+                report = PhotoReport(str(path), None, "failed", message=str(exc))
+        except ConfigError:
+            raise  # an option problem fails every photo the same way: stop with one message
+        except FacecloakError as exc:
+            report = PhotoReport(str(path), None, "failed", message=str(exc))
+        except Exception as exc:  # a bug or a library surprise on this photo must not end the batch
+            text = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            report = PhotoReport(str(path), None, "failed", message=f"unexpected error ({detail}); please report it")
+        return _with_seconds(report, time.perf_counter() - start)
+
+    def _side_files(self, target: Path) -> tuple[str, ...]:
+        names = [".mask.png"] * self.o.save_mask + [".heatmap.png"] * self.o.save_heatmap
+        return tuple(str(target.with_name(target.stem + n)) for n in names)
+
+    def _protect(self, path: Path, target: Path) -> PhotoReport:
+        from facecloak.io import read_image, write_image
         from facecloak.protect import protect, similarities
 
         o = self.o
-        start = time.perf_counter()
-        try:
-            out_dir = o["out"] if o["out"] is not None else root
-            target = output_path_for(path, root, out_dir, suffix=o["suffix"], format=o["format"])
-            if target.exists() and not o["overwrite"]:
-                return PhotoReport(str(path), str(target), "exists", message="output exists (use --overwrite)")
-            if o["dry_run"]:
-                return PhotoReport(str(path), str(target), "would-write")
-            photo = read_image(path, max_pixels=o["max_pixels"])
-            result = protect(
-                photo.rgb, models=self.models, budget=o["budget"], fill=o["fill"], person=self.person,
-                seed=o["seed"], cloak_settings=self.cloak, detector=self.detector, largest_only=o["largest_only"],
+        photo = read_image(path, max_pixels=o.max_pixels)
+        frames_note = f"first of {photo.n_frames} frames protected" if photo.n_frames > 1 else ""
+        result = protect(
+            photo.rgb,
+            models=self.models,
+            budget=o.budget,
+            fill=o.fill,
+            person=self.person,
+            seed=o.seed,
+            cloak_settings=self.cloak,
+            detector=self.detector,
+            parser=self.parser,
+            largest_only=o.largest_only,
+        )
+
+        def write(rgb: np.ndarray) -> None:
+            write_image(
+                target,
+                rgb,
+                alpha=photo.alpha,
+                format=o.format,
+                jpeg_quality=o.jpeg_quality,
+                keep_metadata=o.keep_metadata,
+                keep_gps=o.keep_gps,
+                source=photo,
+                overwrite=o.overwrite,
             )
-            write = dict(alpha=photo.alpha, format=o["format"], jpeg_quality=o["jpeg_quality"],
-                         keep_metadata=o["keep_metadata"], keep_gps=o["keep_gps"], source=photo,
-                         overwrite=o["overwrite"])
-            if not result.faces:
-                if o["no_face"] is NoFacePolicy.error:
-                    raise NoFaceError("no face found")
-                if o["no_face"] is NoFacePolicy.skip:
-                    return PhotoReport(str(path), None, "no-face-skipped", frames=photo.n_frames,
-                                       seconds=time.perf_counter() - start, message="no face found; nothing written")
-                write_image(target, photo.rgb, **write)
-                return PhotoReport(str(path), str(target), "no-face-copied", frames=photo.n_frames,
-                                   seconds=time.perf_counter() - start)
-            write_image(target, result.image, **write)
-            # Measure on the file as written (JPEG can erase a sparse perturbation), aligned with the same detections.
-            written = read_image(target, max_pixels=o["max_pixels"]).rgb
-            refs = result.references
-            after = similarities(written, [f.face for f in result.faces], self.models, refs)
-            cosine = tuple(
-                {m: {"before": round(f.cosine_before[m], 4), "after": round(float(after[m][i]), 4)} for m in self.models}
-                for i, f in enumerate(result.faces)
-            )
-            if o["save_mask"]:
-                write_image(target.with_name(target.stem + ".mask.png"), (result.mask * 255).astype(np.uint8)[..., None]
-                            .repeat(3, 2), overwrite=o["overwrite"])
-            if o["save_heatmap"] and result.heatmap is not None:
-                write_image(target.with_name(target.stem + ".heatmap.png"), _heat_overlay(photo.rgb, result.heatmap),
-                            overwrite=o["overwrite"])
+
+        if not result.faces:
+            if o.no_face is NoFacePolicy.error:
+                raise NoFaceError("no face found (--no-face error)")
+            if o.no_face is NoFacePolicy.skip:
+                return PhotoReport(
+                    str(path),
+                    None,
+                    "no-face-skipped",
+                    frames=photo.n_frames,
+                    message="no face found; nothing written (--no-face copy to copy it)",
+                )
+            write(photo.rgb)
             return PhotoReport(
-                str(path), str(target), "protected", faces=len(result.faces), pixels_changed=result.pixels_changed,
-                fill=o["fill"], cosine=cosine, seconds=round(time.perf_counter() - start, 3), frames=photo.n_frames,
+                str(path),
+                str(target),
+                "no-face-copied",
+                frames=photo.n_frames,
+                message=_join("no face found; copied unchanged", frames_note),
             )
-        except FacecloakError as exc:
-            return PhotoReport(str(path), None, "failed", message=str(exc), seconds=time.perf_counter() - start)
+
+        # Side files first: the output itself is the "done" marker a rerun trusts. Side files of an earlier
+        # interrupted run (output missing) are ours to replace.
+        side = self._side_files(target)
+        if o.save_mask:
+            mask_rgb = np.repeat((result.mask * np.uint8(255)).astype(np.uint8)[..., None], 3, axis=2)
+            write_image(side[0], mask_rgb, overwrite=True)
+        if o.save_heatmap and result.heatmap is not None:
+            write_image(side[-1], _heat_overlay(result.image, result.heatmap), overwrite=True)
+        write(result.image)
+        # Measure on the file as written (JPEG can erase a sparse perturbation), aligned with the same detections.
+        written = read_image(target, max_pixels=o.max_pixels).rgb
+        after = similarities(written, [f.face for f in result.faces], self.models, result.references)
+        cosine = tuple(
+            {m: {"before": round(f.cosine_before[m], 4), "after": round(float(after[m][i]), 4)} for m in self.models}
+            for i, f in enumerate(result.faces)
+        )
+        return PhotoReport(
+            str(path),
+            str(target),
+            "protected",
+            faces=len(result.faces),
+            pixels_changed=result.pixels_changed,
+            fill=o.fill,
+            cosine=cosine,
+            frames=photo.n_frames,
+            message=frames_note,
+            side_files=side,
+        )
+
+
+def _with_seconds(report: PhotoReport, seconds: float) -> PhotoReport:
+    return PhotoReport(**{**asdict(report), "seconds": round(seconds, 3)})
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def _heat_overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """LEAM relevance (float (H, W) in [0, 1]) in the inferno colour map over the (protected) photo."""
     import matplotlib
 
     colours = (matplotlib.colormaps["inferno"](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
@@ -229,7 +460,9 @@ def _heat_overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path("out/demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path(
+        "out/demo"
+    ),
     fill: Annotated[str, typer.Option(help="Fill to demonstrate.")] = "cloak",
     budget: float = 2.0,
 ) -> None:

@@ -1,0 +1,744 @@
+"""`facecloak bench run`: how much does recognition by model T drop when the pixels are chosen with model S?
+
+Protocol (docs LEAM.md, "Validation occlusion" and "Beyond the paper"; issue 5):
+
+1. Sample the labelled folder (seeded), detect every photo once (cached), keep people with >= 2 faces; parse each
+   main face into regions and take the face region in the common template (`leam.common_template`).
+2. For every source model, every photo: the LEAM overall map against the leave-this-photo-out centroid of the
+   person's other photos on that model, and the Grad-CAM map of its last default layer, both in the common
+   template; computed once and reused by every target, budget and fill (cached under OUT/cache/).
+   Ensembles (`ensemble:a+b`, `all-but-T`) average their members' maps.
+3. Per unit (source, fill, budget) and probe photo: the LEAM mask (top-k % of the map inside the face region) and
+   the seeded controls of the same pixel count (bench.controls) are warped to the photo, filled (an occlusion
+   fill, or the sparse cloak against the source's members), encoded in the recipe's format and decoded again as a
+   user's photo would be, aligned with the original detection (or re-detected) and embedded by every target.
+4. Genuine pairs (probe i, clean reference j): Δcos = cos(T(x_i), T(x_j)) − cos(T(protected x_i), T(x_j)); dodging
+   at each FAR per pair and per photo; PSNR / SSIM / changed share of the protected probe inside its face box;
+   per-gender splits; mean / std / 95 % bootstrap interval / n of every metric (bench.stats.summaries).
+
+Each finished unit is written to OUT/cells/ as a JSON shard keyed by the recipe's cell fingerprint, the data and
+the unit's names; a rerun skips finished shards and computes only what is missing (e.g. an added target).
+
+Coordinates: template masks and maps are (S, S) in the common template; photo masks are (H, W) photo pixels.
+Images are uint8 RGB. Cosines are plain floats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+import leam
+from bench import controls as ctl
+from bench.config import LEAVE_ONE_OUT, Recipe, SourceSpec, is_transfer, resolve_layers
+from bench.data import BenchPhoto, BenchSet, common_matrix, face_regions, genuine_pairs, prepare
+from bench.report import (
+    MAIN_BUDGET,
+    PAPER_TRANSFER,
+    delta_key,
+    dodge_key,
+    environment_info,
+    far_label,
+    main_budget,
+    render_markdown,
+    summarise_cells,
+    write_results,
+    write_text,
+)
+from bench.stats import changed_share, psnr, ssim, summaries
+from facecloak.align import TEMPLATES, align, template_matrix, warp_between_templates, warp_to_photo
+from facecloak.cloak import CloakSettings, SourceModel, cloak
+from facecloak.errors import ConfigError, FacecloakError
+from facecloak.fills import FILLS
+from facecloak.io import read_image
+from facecloak.leamface import LeamSettings, make_target, select_pixels, to_tensor
+from facecloak.models.blackbox import Recogniser
+from facecloak.parse import FaceParser
+from facecloak.pipeline import DetectedPhoto, embed_main_faces
+from facecloak.thresholds import Thresholds
+from facecloak.types import Face
+from facecloak.verify import cosine_matrix, threshold_at_far
+
+Progress = Callable[..., Iterable[Any]]  # progress(items, description) -> the same items, e.g. progress_iter
+CLOAK = "cloak"
+LEAM = "leam"
+IMPOSTOR_CENTROIDS = 8  # other people's centroids used by the `contrast` LEAM target
+MAP_BATCH = 16
+
+
+def _no_progress(items: Iterable[Any], description: str = "") -> Iterable[Any]:
+    return items
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the runner needs from the outside world (injectable, so tests run on tiny hand-made models)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A differentiable source model: module (float RGB 0-255 (N, 3, S, S) -> (N, D)), its template, layers."""
+
+    id: str
+    module: nn.Module
+    template: str
+    default_layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Models, detector, parser and thresholds the runner uses. `default_backend()` reads the model zoo."""
+
+    network: Callable[[str], Network]  # differentiable model id -> Network (sources, cloak members)
+    recogniser: Callable[[str], Recogniser]  # target name (model id or black box) -> Recogniser
+    detector: Any  # `.detect(rgb) -> list[Face]`
+    parser: FaceParser
+    parser_name: str
+    thresholds: Callable[[str], Thresholds | None]
+    cache_tag: Callable[[str], str | None]  # recogniser name -> on-disk embedding cache tag (None: no cache)
+    use_cache: bool = True  # detection and embedding caches under $FACECLOAK_HOME
+    notes: tuple[str, ...] = ()
+
+
+def _weights_tag(name: str) -> str:
+    """A tag that changes when a recogniser's weights do: converted weights' sha256, or the source file's."""
+    from facecloak import paths
+
+    info = paths.models_dir() / f"{name}.json"
+    if info.is_file():
+        return str(json.loads(info.read_text()).get("weights_sha256", ""))[:16]
+    if name.startswith("onnx:"):
+        from facecloak.models.pull import sha256_file
+
+        return sha256_file(Path(name.removeprefix("onnx:")).expanduser())[:16]
+    return "v1"
+
+
+def default_backend(*, use_cache: bool = True) -> Backend:
+    """The real zoo: MTCNN, FaceMesh (landmarks5 with a note when FaceMesh is not pulled), shipped/user thresholds."""
+    from facecloak.detect import load_detector
+    from facecloak.models import MODELS, get_spec, load_model
+    from facecloak.models.blackbox import differentiable_recogniser, get_recogniser
+    from facecloak.parse import get_parser, is_parser_pulled
+    from facecloak.thresholds import load_thresholds
+
+    notes: list[str] = []
+    if is_parser_pulled():
+        parser_name = "facemesh"
+    else:
+        parser_name = "landmarks5"
+        notes.append("FaceMesh is not pulled (`facecloak models pull`): face regions come from the approximate "
+                     "landmarks5 parser")
+
+    @cache
+    def network(model_id: str) -> Network:
+        spec = get_spec(model_id)
+        return Network(model_id, load_model(model_id), spec.template, tuple(spec.default_layers))
+
+    @cache
+    def recogniser(name: str) -> Recogniser:
+        return differentiable_recogniser(name) if name in MODELS else get_recogniser(name)
+
+    detector = load_detector("mtcnn")
+    from bench.data import detector_settings
+
+    det_key = hashlib.sha256(json.dumps(detector_settings(detector), sort_keys=True).encode()).hexdigest()[:8]
+
+    def cache_tag(name: str) -> str | None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-40:]
+        return f"bench-{safe}-{_weights_tag(name)}-{det_key}" if use_cache else None
+
+    return Backend(network=network, recogniser=recogniser, detector=detector, parser=get_parser(parser_name),
+                   parser_name=parser_name, thresholds=load_thresholds, cache_tag=cache_tag, use_cache=use_cache,
+                   notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+def loo_centroids(embeddings: np.ndarray, group: Sequence[int]) -> np.ndarray:
+    """(len(group), D): for each photo of the group the L2-normalised mean of the OTHER photos' unit embeddings."""
+    emb = torch.from_numpy(np.asarray(embeddings, np.float32)[list(group)])
+    return leam.reference_target(emb).reference.numpy()
+
+
+def ensemble_map(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Equal-weight mean of (S, S) maps, each renormalised to sum 1; all-zero maps are left out (uniform if all)."""
+    usable = [np.asarray(m, np.float64) / m.sum() for m in maps if np.isfinite(m).all() and m.sum() > 0]
+    if not usable:
+        shape = np.asarray(maps[0]).shape
+        return np.full(shape, 1.0 / (shape[0] * shape[1]), np.float32)
+    return (np.mean(usable, axis=0)).astype(np.float32)
+
+
+def encode_decode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    """The photo as a user would get it back from disk: encoded as PNG or JPEG (quality) in memory and decoded."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    else:
+        Image.fromarray(image).save(buf, format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.asarray(decoded.convert("RGB"), dtype=np.uint8).copy()
+
+
+def face_box_slices(face: Face, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns of the face's detection box, clipped to the photo (at least 7x7 for SSIM when possible)."""
+    h, w = shape
+    x0, y0 = max(int(math.floor(face.box[0])), 0), max(int(math.floor(face.box[1])), 0)
+    x1, y1 = min(int(math.ceil(face.box[2])), w), min(int(math.ceil(face.box[3])), h)
+    if x1 - x0 < 7 or y1 - y0 < 7:
+        return slice(0, h), slice(0, w)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)[:80]
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unit_key(recipe: Recipe, data_fingerprint: str, parser: str, source: str, fill: str, budget: float) -> str:
+    """Key of one resumable unit: what changes its numbers (recipe cell fingerprint, data, parser) and its names."""
+    return _sha([recipe.cell_fingerprint(), data_fingerprint, parser, source, fill, float(budget)])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Probe:
+    """What one protected probe photo gives the targets: crops per template and variant, and quality numbers."""
+
+    index: int
+    crops: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # template -> variant -> (S, S, 3)
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> psnr/ssim/changed_share
+    template_pixels: int = 0
+    photo_pixels: int = 0
+    cloak_steps: int = 0
+    redetect_failed: int = 0
+
+
+class TransferRun:
+    """One `bench run`: prepared data, per-model maps and embeddings (computed lazily, cached), and the units."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        data_dir: Path,
+        out_dir: Path,
+        backend: Backend,
+        progress: Progress = _no_progress,
+    ) -> None:
+        self.recipe = recipe
+        self.out = Path(out_dir)
+        self.backend = backend
+        self.progress = progress
+        self.common = recipe.leam.common_template
+        self.common_size = TEMPLATES.get(self.common).size
+        if recipe.leam.grid[0] != recipe.leam.grid[1]:
+            raise ConfigError(f"leam.grid must be square for now (rows == cols), got {list(recipe.leam.grid)}")
+        self.notes: list[str] = list(backend.notes)
+        self.data: BenchSet = prepare(data_dir, recipe.data, backend.detector, use_cache=backend.use_cache,
+                                      progress=lambda items: progress(items, "detecting faces"))
+        self.pairs = genuine_pairs(self.data, recipe.max_pairs_per_identity, recipe.seed)
+        self.probes = sorted({i for i, _ in self.pairs})
+        self.fingerprint = self.data.fingerprint()
+        self.groups = self.data.groups()
+        self.regions = self._regions()
+        self._detected = [DetectedPhoto(p.path, p.sha256, p.shape, (p.face,)) for p in self.data.photos]
+        self._embeddings: dict[str, np.ndarray] = {}
+        self._maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._thresholds: dict[str, tuple[dict[float, float], str]] = {}
+        self.pool = recipe.pool()
+
+    # --- cached per-photo inputs ------------------------------------------------------------------------------
+
+    def read(self, path: Path) -> np.ndarray:
+        return read_image(path).rgb
+
+    def _cache_file(self, kind: str, key: Any) -> Path:
+        return self.out / "cache" / f"{kind}-{_sha([key, self.fingerprint])[:16]}.npy"
+
+    def _regions(self) -> np.ndarray:
+        path = self._cache_file("regions", [self.backend.parser_name, self.common])
+        if path.is_file():
+            regions = np.load(path)
+        else:
+            regions = face_regions(self.data, self.backend.parser, self.common, self.read,
+                                   progress=lambda items: self.progress(items, "parsing faces"))
+            _save_npy(path, regions)
+        empty = [i for i in range(len(regions)) if regions[i].sum() < 16]
+        if empty:
+            self.notes.append(f"{len(empty)} photo(s) had (almost) no parsed face region; their whole crop was used")
+            regions = regions.copy()
+            regions[empty] = True
+        return regions
+
+    def embeddings(self, name: str) -> np.ndarray:
+        """(N, D) clean embeddings of every photo's main face by recogniser `name` (cached on disk)."""
+        if name not in self._embeddings:
+            rec = self.backend.recogniser(name)
+            self._embeddings[name] = embed_main_faces(self._detected, rec, cache_tag=self.backend.cache_tag(name))
+        return self._embeddings[name]
+
+    def thresholds(self, name: str) -> tuple[dict[float, float], str]:
+        """Cosine threshold per FAR of recogniser `name`: calibrated if stored, else from this set's impostor pairs."""
+        if name not in self._thresholds:
+            fars = self.recipe.evaluation.far
+            stored = self.backend.thresholds(name)
+            try:
+                if stored is None:
+                    raise KeyError(name)
+                self._thresholds[name] = ({f: float(stored.at(f)) for f in fars}, stored.origin)
+            except KeyError:
+                emb = self.embeddings(name)
+                ids = np.array([p.identity for p in self.data.photos])
+                sims = cosine_matrix(emb, emb)
+                iu, ju = np.triu_indices(len(ids), k=1)
+                impostor = sims[iu, ju][ids[iu] != ids[ju]]
+                self._thresholds[name] = ({f: float(threshold_at_far(impostor, f)) for f in fars}, "local")
+        return self._thresholds[name]
+
+    def maps(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(LEAM overall maps, last-layer Grad-CAM maps) of every photo by `model`, each (N, S, S) in the common
+        template; cached under OUT/cache/ (keyed by the LEAM settings and the data)."""
+        if model not in self._maps:
+            net = self.backend.network(model)
+            lc = self.recipe.leam
+            layers = resolve_layers(lc.layers, net.default_layers)
+            key = [model, net.template, lc.method, list(layers), lc.target, self.recipe.seed, "maps-v1"]
+            path = self._cache_file(f"maps-{_slug(model)}", key)
+            if path.is_file():
+                both = np.load(path)
+            else:
+                both = self._compute_maps(net, layers)
+                _save_npy(path, both)
+            self._maps[model] = (both[0], both[1])
+        return self._maps[model]
+
+    def _compute_maps(self, net: Network, layers: tuple[str, ...]) -> np.ndarray:
+        lc = self.recipe.leam
+        emb = self.embeddings(net.id)
+        n, size = len(self.data.photos), self.common_size
+        out = np.zeros((2, n, size, size), np.float32)
+        groups = self.groups
+        centroids = {k: _unit(_unit(emb[idx]).mean(0)) for k, idx in groups.items()}
+        last = (net.default_layers[-1],)
+        for identity in self.progress(sorted(groups), f"LEAM maps {net.id}"):
+            idx = groups[identity]
+            crops = np.stack([align(self.read(self.data.photos[i].path), self.data.photos[i].face, net.template).crop
+                              for i in idx])
+            refs = torch.from_numpy(loo_centroids(emb, idx))
+            impostors = None
+            if lc.target == "contrast":
+                others = sorted(k for k in centroids if k != identity)
+                rng = np.random.default_rng(np.random.SeedSequence([self.recipe.seed, ctl._name_entropy(identity)]))
+                pick = rng.permutation(len(others))[:IMPOSTOR_CENTROIDS]
+                impostors = torch.from_numpy(np.stack([centroids[others[k]] for k in pick]).astype(np.float32))
+            x = to_tensor(crops)
+            target = make_target(lc.target, net.module, x, refs, impostors)
+            for kind, (method, lay) in enumerate(((lc.method, layers), ("gradcam", last))):
+                rel = leam.compute_relevance(net.module, x, target, lay, method, batch_size=MAP_BATCH)
+                for row, i in enumerate(idx):
+                    out[kind, i] = self._to_common(rel.overall[row].numpy(), net.template)
+        return out
+
+    def _to_common(self, p: np.ndarray, template: str) -> np.ndarray:
+        if template == self.common:
+            return p.astype(np.float32)
+        q = np.clip(warp_between_templates(p.astype(np.float32), template, self.common), 0, None)
+        return (q / q.sum()).astype(np.float32) if q.sum() > 0 else q.astype(np.float32)
+
+    # --- masks and protection ---------------------------------------------------------------------------------
+
+    def _select(self, overall: np.ndarray, region: np.ndarray, budget: float, index: int, variant: str) -> np.ndarray:
+        lc = self.recipe.leam
+        settings = LeamSettings(method=lc.method, selection=lc.selection, budget=budget,
+                                restrict_to_face=lc.restrict_to_face, common_template=self.common, grid=lc.grid[0],
+                                gamma=lc.gamma)
+        seed = int(ctl.control_rng(self.recipe.seed, index, budget, f"select:{variant}").integers(2**31))
+        return select_pixels(overall[None], settings, region=region[None], seed=seed)[0]
+
+    def template_masks(self, members: tuple[str, ...], index: int, budget: float) -> dict[str, np.ndarray]:
+        """LEAM mask and every control of the recipe for photo `index`, (S, S) bool in the common template."""
+        leam_maps = [self.maps(m)[0] for m in members]
+        region = self.regions[index] if self.recipe.leam.restrict_to_face else np.ones_like(self.regions[index])
+        leam_mask = self._select(ensemble_map([m[index] for m in leam_maps]), region, budget, index, LEAM)
+        out = {LEAM: leam_mask}
+        count = int(leam_mask.sum())
+        seed = self.recipe.seed
+        for control in self.recipe.controls:
+            rng = ctl.control_rng(seed, index, budget, control)
+            if control == "random-scatter":
+                out[control] = ctl.random_scatter(count, region, rng)
+            elif control == "random-shape":
+                out[control] = ctl.random_shape(leam_mask, region, rng)
+            elif control == "other-person":
+                other = ctl.other_person_index([p.identity for p in self.data.photos], index, rng)
+                out[control] = self._select(ensemble_map([m[other] for m in leam_maps]), region, budget, index,
+                                            control)
+            elif control == "lastlayer-gradcam":
+                last = ensemble_map([self.maps(m)[1][index] for m in members])
+                out[control] = self._select(last, region, budget, index, control)
+            else:  # recipes are validated against bench.config.CONTROLS
+                raise ConfigError(f"unknown control {control!r}")
+        return out
+
+    def _fill(
+        self, image: np.ndarray, mask: np.ndarray, fill: str, members: tuple[str, ...], photo: BenchPhoto,
+        budget: float, variant: str,
+    ) -> tuple[np.ndarray, int]:
+        rng = ctl.control_rng(self.recipe.seed, photo.index, budget, f"fill:{fill}:{variant}")
+        if fill != CLOAK:
+            return FILLS.get(fill)(image, mask, rng=rng), 0
+        cc = self.recipe.cloak
+        settings = CloakSettings(steps=cc.steps, step_size=cc.step_size, epsilon=cc.epsilon, diversity=cc.diversity,
+                                 early_stop=cc.early_stop)
+        strictest = min(self.recipe.evaluation.far)
+        sources = []
+        for m in members:
+            net = self.backend.network(m)
+            group = self.groups[photo.identity]
+            ref = loo_centroids(self.embeddings(m), group)[group.index(photo.index)]
+            sources.append(SourceModel(
+                id=m, module=net.module, size=TEMPLATES.get(net.template).size,
+                matrices=template_matrix(photo.face, TEMPLATES.get(net.template))[None],
+                references=torch.from_numpy(ref[None].astype(np.float32)),
+                threshold=self.thresholds(m)[0][strictest],
+            ))
+        return cloak(image, mask, sources, settings, seed=int(rng.integers(2**31)))
+
+    def protect_probe(
+        self, members: tuple[str, ...], fill: str, budget: float, index: int, templates: Iterable[str]
+    ) -> _Probe:
+        """Every variant of one probe, protected, encoded and decoded, aligned to each template."""
+        photo = self.data.photos[index]
+        image = self.read(photo.path)
+        matrix = common_matrix(photo, self.common)
+        ev = self.recipe.evaluation
+        probe = _Probe(index)
+        box = face_box_slices(photo.face, photo.shape)
+        masks = self.template_masks(members, index, budget)
+        for variant, tmask in masks.items():
+            pmask = warp_to_photo(tmask, matrix, image.shape, interpolation="nearest").astype(bool)
+            protected, steps = self._fill(image, pmask, fill, members, photo, budget, variant)
+            decoded = encode_decode(protected, ev.format, ev.jpeg_quality)
+            face = photo.face
+            if ev.redetect:
+                found = self.backend.detector.detect(decoded)
+                best = max(found, key=lambda f: _iou(f.box, photo.face.box), default=None)
+                if best is not None and _iou(best.box, photo.face.box) > 0.3:
+                    face = best
+                elif variant == LEAM:
+                    probe.redetect_failed += 1
+            for template in templates:
+                probe.crops.setdefault(template, {})[variant] = align(decoded, face, template).crop
+            if variant == LEAM:
+                probe.template_pixels = int(tmask.sum())
+                probe.photo_pixels = int(pmask.sum())
+                probe.cloak_steps = steps
+            a, b = image[box], decoded[box]
+            probe.quality[variant] = {"psnr": psnr(a, b), "ssim": ssim(a, b), "changed_share": changed_share(a, b)}
+        return probe
+
+    # --- cells ------------------------------------------------------------------------------------------------
+
+    def unit_cells(self, spec: SourceSpec, fill: str, budget: float, targets: Sequence[str]) -> dict[str, dict]:
+        """Cells of one (source, fill, budget) for `targets`: protected probes are made once per member set."""
+        by_members: dict[tuple[str, ...], list[str]] = {}
+        for t in targets:
+            by_members.setdefault(spec.members(t, self.pool), []).append(t)
+        cells: dict[str, dict] = {}
+        for members, group_targets in by_members.items():
+            templates = sorted({self.backend.recogniser(t).template for t in group_targets})
+            what = f"{spec.text} {fill} {budget:g}%" + (f" (T={','.join(group_targets)})"
+                                                        if spec.kind == "leave-one-out" else "")
+            probes = [self.protect_probe(members, fill, budget, i, templates)
+                      for i in self.progress(self.probes, what)]
+            for t in group_targets:
+                cells[t] = self.cell(spec, members, t, fill, budget, probes)
+        return cells
+
+    def cell(
+        self, spec: SourceSpec, members: tuple[str, ...], target: str, fill: str, budget: float,
+        probes: Sequence[_Probe],
+    ) -> dict[str, Any]:
+        rec = self.backend.recogniser(target)
+        variants = list(probes[0].quality)
+        crops = np.stack([p.crops[rec.template][v] for v in variants for p in probes])
+        prot = _unit(rec.embed(crops)).reshape(len(variants), len(probes), -1)
+        clean = _unit(self.embeddings(target))
+        row = {p.index: k for k, p in enumerate(probes)}
+        pi = np.array([i for i, _ in self.pairs])
+        pj = np.array([j for _, j in self.pairs])
+        before = np.sum(clean[pi] * clean[pj], axis=1)
+        thresholds, origin = self.thresholds(target)
+        ids = [p.identity for p in self.data.photos]
+        groups = self.groups
+        pair_cols: dict[str, np.ndarray] = {}
+        photo_cols: dict[str, np.ndarray] = {}
+        for v_i, v in enumerate(variants):
+            after = np.sum(prot[v_i, [row[i] for i in pi]] * clean[pj], axis=1)
+            pair_cols[delta_key(v)] = before - after
+            # cosine of each protected probe to every clean photo of the same person
+            to_refs = [clean[[j for j in groups[ids[p.index]] if j != p.index]] @ prot[v_i, k]
+                       for k, p in enumerate(probes)]
+            for far, thr in thresholds.items():
+                pair_cols[dodge_key(far, v)] = (after < thr).astype(np.float64)
+                photo_cols[dodge_key(far, v, per="photo")] = np.array([float(np.all(c < thr)) for c in to_refs])
+        for metric in ("psnr", "ssim", "changed_share"):
+            photo_cols[metric] = np.array([p.quality[LEAM][metric] for p in probes])
+        cell: dict[str, Any] = {
+            "source": spec.text, "target": target, "budget": float(budget), "fill": fill,
+            "members": list(members), "transfer": spec.text == LEAVE_ONE_OUT or is_transfer(members, target),
+            "n_pairs": len(self.pairs), "n_probes": len(probes),
+            "threshold_origin": origin, "thresholds": {far_label(f): t for f, t in thresholds.items()},
+            "cos_clean": float(before.mean()),
+            "mask_pixels_template": float(np.mean([p.template_pixels for p in probes])),
+            "mask_pixels_photo": float(np.mean([p.photo_pixels for p in probes])),
+        }
+        if fill == CLOAK:
+            cell["cloak_steps"] = float(np.mean([p.cloak_steps for p in probes]))
+        if self.recipe.evaluation.redetect:
+            cell["redetect_failed"] = int(sum(p.redetect_failed for p in probes))
+        stats = summaries(pair_cols, seed=self.recipe.seed)
+        finite_psnr = photo_cols["psnr"][np.isfinite(photo_cols["psnr"])]
+        stats.update(summaries({k: v for k, v in photo_cols.items() if k != "psnr"}, seed=self.recipe.seed))
+        stats.update(summaries({"psnr": finite_psnr}, seed=self.recipe.seed))
+        cell.update({k: s["mean"] for k, s in stats.items()})
+        if finite_psnr.size < len(probes):  # an unchanged probe has infinite PSNR; the mean covers the others
+            cell["psnr_unchanged_probes"] = int(len(probes) - finite_psnr.size)
+        cell["stats"] = stats
+        genders = [self.data.photos[i].gender for i in pi]
+        if any(genders):
+            by: dict[str, dict[str, Any]] = {}
+            for g in sorted({g for g in genders if g}):
+                sel = np.array([x == g for x in genders])
+                by[g] = {k: float(v[sel].mean()) for k, v in pair_cols.items() if k.startswith("delta_cos_")}
+                by[g]["n_pairs"] = int(sel.sum())
+            cell["by_gender"] = by
+        return cell
+
+    # --- units, shards, outputs -------------------------------------------------------------------------------
+
+    def units(self) -> list[tuple[SourceSpec, str, float]]:
+        r = self.recipe
+        return [(spec, fill, float(b)) for spec in r.source_specs() for fill in r.fills for b in r.budgets]
+
+    def shard_path(self, source: str, fill: str, budget: float) -> tuple[Path, str]:
+        key = unit_key(self.recipe, self.fingerprint, self.backend.parser_name, source, fill, budget)
+        return self.out / "cells" / f"{key[:12]}-{_slug(source)}-{fill}-{budget:g}.json", key
+
+    def run_units(self) -> tuple[list[dict], dict[str, int]]:
+        """Compute every unit not finished yet; returns all cells (recipe order) and counts of computed/skipped."""
+        counts = {"computed": 0, "skipped": 0}
+        done: dict[tuple[str, str, float], dict[str, dict]] = {}
+        for spec, fill, budget in self.progress(self.units(), "units (source, fill, budget)"):
+            path, key = self.shard_path(spec.text, fill, budget)
+            shard = _read_shard(path, key)
+            have = shard["cells"] if shard else {}
+            missing = [t for t in self.recipe.targets if t not in have]
+            if not missing:
+                counts["skipped"] += 1
+            else:
+                start = time.perf_counter()
+                have = {**have, **self.unit_cells(spec, fill, budget, missing)}
+                seconds = (shard or {}).get("seconds", 0.0) + time.perf_counter() - start
+                payload = {"key": key, "source": spec.text, "fill": fill, "budget": budget, "seconds": seconds,
+                           "cells": have}
+                write_results(path.parent, payload, name=path.name)
+                counts["computed"] += 1
+            done[(spec.text, fill, budget)] = have
+        cells = [done[(s, f, b)][t] for f in self.recipe.fills for b in self.recipe.budgets
+                 for s in self.recipe.sources for t in self.recipe.targets if t in done[(s, f, float(b))]]
+        return cells, counts
+
+
+def _read_shard(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        shard = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a damaged shard is recomputed
+    return shard if isinstance(shard, dict) and shard.get("key") == key else None
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.part.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _crop_around(face: Face, shape: tuple[int, ...], scale: float = 1.6) -> tuple[slice, slice]:
+    cx, cy = face.centre
+    half = scale * max(face.width, face.height) / 2
+    h, w = shape[:2]
+    return (slice(max(int(cy - half), 0), min(int(cy + half), h)), slice(max(int(cx - half), 0), min(int(cx + half), w)))
+
+
+def example_figure(run: TransferRun, path: Path, n: int = 3) -> Path | None:
+    """Photos of the data set with their LEAM and random-scatter masks and the protected photo (first source,
+    the budget nearest 1 %, the first fill); one probe per person for the first `n` people."""
+    from bench.figures import example_grid
+
+    recipe = run.recipe
+    spec = recipe.source_specs()[0]
+    members = spec.members(recipe.targets[0], run.pool)
+    budget = min(recipe.budgets, key=lambda b: (abs(b - MAIN_BUDGET), b))
+    fill = recipe.fills[0]
+    seen: set[str] = set()
+    photos, masks, protected, titles = [], [], [], []
+    for i in run.probes:
+        photo = run.data.photos[i]
+        if photo.identity in seen:
+            continue
+        seen.add(photo.identity)
+        image = run.read(photo.path)
+        matrix = common_matrix(photo, run.common)
+        tm = run.template_masks(members, i, budget)
+        ys, xs = _crop_around(photo.face, image.shape)
+        for variant in [LEAM, *[c for c in tm if c == "random-scatter"]]:
+            pmask = warp_to_photo(tm[variant], matrix, image.shape, interpolation="nearest").astype(bool)
+            out, _ = run._fill(image, pmask, fill, members, photo, budget, variant)
+            photos.append(image[ys, xs])
+            masks.append(pmask[ys, xs])
+            protected.append(out[ys, xs])
+            titles.append(f"{photo.identity} {variant}")
+        if len(seen) >= n:
+            break
+    if not photos:
+        return None
+    return example_grid(photos, masks, path, titles=titles, protected=protected)
+
+
+def write_figures(run: TransferRun, cells: Sequence[Mapping[str, Any]], examples: bool) -> list[str]:
+    """Heatmap(s) of Δcos LEAM − random-scatter, deletion curves, example photos; returns the written names."""
+    from bench import figures
+
+    written: list[str] = []
+    budget = main_budget(cells)
+    for fill in run.recipe.fills:
+        for control in ("random_scatter", "random_shape"):
+            if budget is None or not any(f"delta_cos_{control}" in c for c in cells):
+                continue
+            try:
+                p = figures.transfer_heatmap(cells, run.out / f"heatmap_{fill}_{control}.png", budget=budget,
+                                             fill=fill, control=control)
+                written.append(p.name)
+            except ValueError:
+                pass
+        try:
+            p = figures.deletion_curves_from_cells(cells, run.out / f"deletion_{fill}.png", fill=fill)
+            written.append(p.name)
+        except ValueError:
+            pass
+    if examples:
+        # Faces of the data set never go into the repository (bench/results is committed).
+        if _inside(run.out, REPO):
+            run.notes.append("example photos skipped: the output folder is inside the repository")
+        else:
+            p = example_figure(run, run.out / "examples.png")
+            if p is not None:
+                written.append(p.name)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_transfer(
+    recipe: Recipe,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    backend: Backend | None = None,
+    examples: bool = True,
+    command: str = "",
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Run (or resume) a transfer benchmark; writes OUT/results.json, OUT/report.md, figures; returns the payload."""
+    start = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = TransferRun(recipe, Path(data_dir), out, backend or default_backend(), progress)
+    if not run.pairs:
+        raise FacecloakError("no genuine pairs: every person needs two photos with a detected face")
+    cells, counts = run.run_units()
+    summary = summarise_cells(cells, main_budget(cells) or MAIN_BUDGET, recipe.fills[0] if recipe.fills else None)
+    figures_written = write_figures(run, cells, examples)
+    data = run.data
+    payload: dict[str, Any] = {
+        "recipe": recipe.name,
+        "config": recipe.to_dict(),
+        "environment": {**environment_info(), "command": command, "started": started,
+                        "run_time_s": round(time.perf_counter() - start, 1),
+                        "units_computed": counts["computed"], "units_resumed": counts["skipped"]},
+        "data": {"root": data.root.name, "fingerprint": data.fingerprint, "parser": run.backend.parser_name,
+                 "n_sampled": data.n_sampled, "no_face": list(data.no_face), "unreadable": list(data.unreadable),
+                 "single_photo": list(data.single)},
+        "n_photos": len(data.photos),
+        "n_identities": len(data.identities),
+        "n_no_face": len(data.no_face),
+        "n_pairs": len(run.pairs),
+        "n_probes": len(run.probes),
+        "notes": run.notes,
+        "figures": figures_written,
+        "cells": cells,
+        "summary": summary,
+    }
+    if "black" in recipe.fills:
+        payload["paper"] = PAPER_TRANSFER
+    write_results(out, payload)
+    write_text(out, "report.md", render_markdown(payload))
+    return payload

@@ -1,0 +1,109 @@
+"""`facecloak bench ...`: the transfer benchmark (`run`) and the LEAM pattern analysis (`patterns`).
+
+A thin shell: it reads the recipe and overrides (precedence CLI > recipe > defaults, see bench.config), then calls
+`bench.transfer.run_transfer` / `bench.patterns.run_patterns`. The `bench` package ships with the source checkout.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from facecloak.cli.common import progress_iter
+from facecloak.errors import FacecloakError
+
+bench_app = typer.Typer(help="Measure LEAM: transfer benchmark and pattern analysis (needs the source checkout).",
+                        no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+def _import_bench(module: str) -> Any:
+    try:
+        return __import__(f"bench.{module}", fromlist=["_"])
+    except ModuleNotFoundError as exc:
+        if exc.name in ("bench", f"bench.{module}"):
+            raise FacecloakError(
+                f"bench.{module} is not available: `facecloak bench` runs from a source checkout of facecloak "
+                "(the `bench/` folder beside `facecloak/`)"
+            ) from None
+        raise
+
+
+def _command_line() -> str:
+    return " ".join(["facecloak", *map(shlex.quote, sys.argv[1:])])
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key, TOML value: --set data.identities=5 --set budgets=[1,2]."),
+]
+
+
+@bench_app.command("run")
+def run_command(
+    recipe: Annotated[str, typer.Option(help="Recipe name (paper, cloak, quick, robustness) or path to a .toml.")],
+    data: Annotated[Path, typer.Option(help="Labelled folder: manifest.csv (path,identity[,gender]) or one "
+                                             "sub-folder per identity.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (results.json, report.md, figures; "
+                                                          "rerun the same command to resume).")],
+    seed: Annotated[int | None, typer.Option(help="Seed of sampling, controls and bootstrap (overrides the "
+                                                  "recipe's `seed`).")] = None,
+    overrides: SetOption = None,
+    no_examples: Annotated[bool, typer.Option("--no-examples", help="Do not draw example photos with masks.")] = False,
+    no_cache: Annotated[bool, typer.Option(help="Do not read or write detection/embedding caches.")] = False,
+) -> None:
+    """Transfer benchmark: Δcos and dodging on every target for masks chosen with every source, vs controls."""
+    config = _import_bench("config")
+    transfer = _import_bench("transfer")
+    items = config.parse_overrides(overrides or [])
+    if seed is not None:
+        items["seed"] = str(seed)
+    rec = config.load_recipe(recipe, items)
+    backend = transfer.default_backend(use_cache=not no_cache)
+    payload = transfer.run_transfer(rec, data, out, backend=backend, examples=not no_examples,
+                                    command=_command_line(), progress=progress_iter)
+    s = payload["summary"]
+    env = payload["environment"]
+    err.print(f"{payload['n_photos']} photos, {payload['n_identities']} people, {payload['n_pairs']} genuine pairs, "
+              f"{payload['n_no_face']} without a face; {env['units_computed']} units computed, "
+              f"{env['units_resumed']} resumed; {env['run_time_s']:.0f} s")
+    parts = [f"{k.removeprefix('delta_cos_')} {v:.4f}" for k, v in s.items()
+             if k.startswith("delta_cos_") and isinstance(v, float)]
+    if parts:
+        console.print(f"Δcos at {s['budget']:g} %, fill {s['fill']} (mean of {s['n_cells']} cells): "
+                      + ", ".join(parts))
+    console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
+@bench_app.command("patterns")
+def patterns_command(
+    data: Annotated[Path, typer.Option(help="Labelled folder: manifest.csv or one sub-folder per identity.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (patterns.json, patterns.md, figures).")],
+    identities: Annotated[int | None, typer.Option(help="Sample this many people (seeded).")] = None,
+    per_identity: Annotated[int | None, typer.Option(help="At most this many photos per person.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model ids (default: all).")] = None,
+    seed: int = 0,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a LEAM setting, TOML value: --set method=layercam --set budget=2.")] = None,
+) -> None:
+    """LEAM patterns: person-specificity (Bhattacharyya coefficient), region shares, layer diversity."""
+    config = _import_bench("config")
+    patterns = _import_bench("patterns")
+    run_patterns = getattr(patterns, "run_patterns", None)
+    if run_patterns is None:
+        raise FacecloakError("bench.patterns has no run_patterns(); the pattern analysis is not finished yet")
+    from facecloak.cli.common import parse_names
+
+    settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
+    run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models), seed=seed,
+                 overrides=settings, progress=progress_iter)
