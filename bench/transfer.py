@@ -724,7 +724,7 @@ def run_transfer(
         "environment": {**environment_info(), "command": command, "started": started,
                         "run_time_s": round(time.perf_counter() - start, 1),
                         "units_computed": counts["computed"], "units_resumed": counts["skipped"]},
-        "data": {"root": data.root.name, "fingerprint": data.fingerprint, "parser": run.backend.parser_name,
+        "data": {"root": data.root.name, "fingerprint": run.fingerprint, "parser": run.backend.parser_name,
                  "n_sampled": data.n_sampled, "no_face": list(data.no_face), "unreadable": list(data.unreadable),
                  "single_photo": list(data.single)},
         "n_photos": len(data.photos),

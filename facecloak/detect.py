@@ -432,6 +432,8 @@ class MtcnnDetector:
         # Stage 2: R-Net re-scores 24x24 patches of the squared proposals and refines their boxes.
         boxes = square_boxes(regress_boxes(candidates[:, :4], candidates[:, 5:9], inclusive=False))
         boxes, image_index = _valid_by_image(boxes, image_index)
+        if len(boxes) == 0:
+            return empty
         offsets, scores = _run_in_chunks(self.module.rnet, _crop_batch(stack, boxes, image_index, 24))
         keep = scores > self.thresholds[1]
         boxes, scores, offsets, image_index = boxes[keep], scores[keep], offsets[keep], image_index[keep]

@@ -165,13 +165,18 @@ def protect(
          zip(faces, common_aligned, strict=True)]
     )
     template_masks = select_pixels(overall, settings, region=regions, seed=seed)
-    face_masks = [
-        warp_to_photo(tm, a.matrix, image.shape[:2], interpolation="nearest").astype(bool)
-        for tm, a in zip(template_masks, common_aligned, strict=True)
-    ]
-    mask = np.logical_or.reduce(face_masks)
-    heat = np.max([warp_to_photo(o / max(o.max(), 1e-12), a.matrix, image.shape[:2], interpolation="bilinear")
-                   for o, a in zip(overall, common_aligned, strict=True)], axis=0).astype(np.float32)
+    # One full-resolution map at a time: 20 faces on a 48 MP photo must not hold 20 full-size masks and maps.
+    mask = np.zeros(image.shape[:2], bool)
+    heat = np.zeros(image.shape[:2], np.float32)
+    face_pixels: list[np.ndarray] = []  # flat indices of each face's mask (sparse: a few % of the face)
+    for tm, o, a in zip(template_masks, overall, common_aligned, strict=True):
+        face_mask = warp_to_photo(tm, a.matrix, image.shape[:2], interpolation="nearest").astype(bool)
+        face_pixels.append(np.flatnonzero(face_mask))
+        mask |= face_mask
+        del face_mask
+        face_heat = warp_to_photo(o / max(o.max(), 1e-12), a.matrix, image.shape[:2], interpolation="bilinear")
+        np.maximum(heat, face_heat, out=heat)
+        del face_heat
 
     steps = 0
     if fill == "cloak":
@@ -189,10 +194,11 @@ def protect(
 
     after = similarities(protected, faces, models, refs)
     before = {m: torch.nn.functional.cosine_similarity(clean[m], refs[m], dim=1).numpy() for m in models}
+    changed = (protected != image).any(2)
     outcomes = tuple(
         FaceOutcome(
             face=f,
-            pixels_changed=int((face_masks[i] & (protected != image).any(2)).sum()),
+            pixels_changed=int(changed.flat[face_pixels[i]].sum()),
             cosine_before={m: float(before[m][i]) for m in models},
             cosine_after={m: float(after[m][i]) for m in models},
             person_match=i == match,

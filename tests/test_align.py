@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facecloak.align import (
+    _DLIB_MEAN_FACE_X,
+    _DLIB_MEAN_FACE_Y,
     TEMPLATES,
     affine_scale,
     align,
@@ -65,6 +70,7 @@ def test_templates_are_registered_with_their_geometry() -> None:
     np.testing.assert_allclose(TEMPLATES.get("arcface224").points, 2 * arc.points)
     dlib = TEMPLATES.get("dlib150")
     assert dlib.size == 150
+    assert len(_DLIB_MEAN_FACE_X) == len(_DLIB_MEAN_FACE_Y) == 68 - 17  # dlib's own compile-time check
     # From dlib's mean face: (0.25 + mean) / 1.5 * 150 - 0.5 px (see dlib_chip_points).
     expected = [[47.05, 46.10], [99.98, 46.10], [73.51, 76.06], [49.91, 102.52], [97.11, 102.52]]
     np.testing.assert_allclose(dlib.points, expected, atol=0.01)
@@ -129,6 +135,7 @@ def test_align_samples_the_photo_through_its_matrix() -> None:
     assert np.abs(aligned.crop[..., 1].reshape(-1) - where[:, 1]).max() <= 1.0
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # insightface calls a deprecated skimage API
 def test_align_matches_insightface_norm_crop() -> None:
     face_align = pytest.importorskip("insightface.utils.face_align")
     rng = np.random.default_rng(0)
@@ -184,7 +191,7 @@ def test_round_trip_photo_crop_photo_recovers_a_smooth_map(angle: float, scale: 
     uv = apply_affine(m, np.stack([xs.ravel(), ys.ravel()], axis=1)).reshape(200, 200, 2)
     # Away from the crop's and the photo's edges, where the black border bleeds into bilinear samples.
     inside_face = np.all((uv >= 2) & (uv <= 109), axis=2)
-    inside_face[:2] = inside_face[-2:] = inside_face[:, :2] = inside_face[:, -2:] = False
+    inside_face[:4] = inside_face[-4:] = inside_face[:, :4] = inside_face[:, -4:] = False  # 2 crop px at scale 0.5
     assert inside_face.sum() > 1000
     assert np.abs(back - photo_map)[inside_face].max() < 0.01
     outside = np.any((uv < -1.5) | (uv > 112.5), axis=2)
@@ -284,27 +291,43 @@ def _dlib_chip_to_image(details) -> np.ndarray:  # type: ignore[no-untyped-def]
     return cv2.getAffineTransform(src, to.astype(np.float32)).astype(np.float64)
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_dlib150_matches_native_dlib_face_chips() -> None:
-    """dlib's own 68 landmarks, mapped into dlib's own 150 px / 0.25 chip, sit on the dlib150 template points."""
-    import importlib.resources
-    from pathlib import Path
-
+def test_dlib150_matches_native_dlib_face_chips(deepface_dir: Path) -> None:
+    """dlib's own 68 landmarks, mapped into dlib's own 150 px / 0.25 chip, sit on average on the dlib150
+    template points (one face varies by several pixels with its pose and expression, so the mean is tested)."""
     dlib = pytest.importorskip("dlib")
     models = pytest.importorskip("face_recognition_models")
-    try:
-        photo_path = importlib.resources.files("insightface") / "data" / "images" / "t1.jpg"
-    except ModuleNotFoundError:
-        pytest.skip("insightface is not installed (its group photo t1.jpg is the test image)")
-    image = cv2.cvtColor(cv2.imread(str(Path(str(photo_path)))), cv2.COLOR_BGR2RGB)
+    detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(models.pose_predictor_model_location())
+    with open(deepface_dir / "manifest.csv", newline="") as fh:
+        paths = [deepface_dir / row["path"] for row in csv.DictReader(fh)][::2]
     found = []
-    for rect in dlib.get_frontal_face_detector()(image, 1):
-        shape = predictor(image, rect)
+    for path in paths:
+        image = _read_rgb_max_side(path, 800)  # keeps dlib's HOG detector quick
+        rects = detector(image, 0)
+        if len(rects) == 0:
+            continue
+        shape = predictor(image, max(rects, key=lambda r: r.area()))
         points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
         five = np.array([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
         to_chip = invert_affine(_dlib_chip_to_image(dlib.get_face_chip_details(shape, 150, 0.25)))
         found.append(apply_affine(to_chip, five))
-    assert len(found) >= 4
-    offset = np.mean(found, axis=0) - TEMPLATES.get("dlib150").points
-    assert np.abs(offset).max() < 2.0, offset
+    assert len(found) >= 20
+    offset = np.abs(np.mean(found, axis=0) - TEMPLATES.get("dlib150").points)
+    # Measured (n = 30): eyes and nose within 0.9 px; mouth corners 1.5-2.2 px wider, since the mean face's
+    # mouth is a neutral one and these photos smile.
+    assert offset[:3].max() < 1.5, offset
+    assert offset[3:].max() < 3.0, offset
+
+
+def _read_rgb_max_side(path: Path, max_side: int) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        pytest.fail(f"cannot read {path}")
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    ratio = max_side / max(image.shape[:2])
+    if ratio < 1:
+        image = cv2.resize(image, None, fx=ratio, fy=ratio, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)

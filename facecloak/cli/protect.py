@@ -334,15 +334,17 @@ class _Runner:
         start = time.perf_counter()
         o = self.o
         out_dir = o.out if o.out is not None else root
-        target = output_path_for(path, root, out_dir, suffix=o.suffix, format=o.format)  # ConfigError: fatal
+        target: Path | None = None
         try:
+            target = output_path_for(path, root, out_dir, suffix=o.suffix, format=o.format)
             if target.exists() and not o.overwrite:
                 return PhotoReport(str(path), str(target), "exists", message="output exists (use --overwrite)")
             if o.dry_run:
                 return PhotoReport(str(path), str(target), "would-write", side_files=self._side_files(target))
             report = self._protect(path, target)
         except ImageError as exc:
-            if not o.overwrite and target.exists():  # another run wrote it while we worked: that run's result stands
+            # Another run wrote the output while we worked (the exclusive link refused ours): its result stands.
+            if target is not None and not o.overwrite and target.exists():
                 report = PhotoReport(str(path), str(target), "exists", message="written meanwhile by another run")
             else:
                 report = PhotoReport(str(path), None, "failed", message=str(exc))

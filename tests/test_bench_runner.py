@@ -1,0 +1,363 @@
+"""The transfer benchmark runner (bench.transfer) on two tiny hand-made models, its controls, and the CLI.
+
+The runner takes a `Backend`, so these tests need no weights: two seeded conv nets in different templates, a
+detector that reports one known face per photo (none in a blank photo), the weight-free `landmarks5` parser and
+thresholds derived from the set itself. The real-weights test runs the `quick` recipe on the shared photos.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from bench import controls as ctl
+from bench.config import KnownNames, load_recipe, recipe_from_dict
+from bench.transfer import (
+    Backend,
+    Network,
+    encode_decode,
+    ensemble_map,
+    loo_centroids,
+    run_transfer,
+)
+from facecloak.align import ARCFACE_112
+from facecloak.models.blackbox import Recogniser
+from facecloak.parse import get_parser
+from facecloak.types import Face
+
+PHOTO = 160
+IDENTITIES = ("ann", "bob", "cy")
+PER_IDENTITY = 3
+# Where the fake detector puts the face: the ArcFace template scaled to a 100 px face, 30 px from the corner.
+LANDMARKS = (ARCFACE_112 * (100 / 112) + 30).astype(np.float32)
+
+
+# --- tiny world ------------------------------------------------------------------------------------------------
+
+
+class TinyNet(nn.Module):
+    """Two conv stages and a linear head; input float RGB 0-255 (N, 3, S, S), output (N, 16)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5, stride=4)
+        self.conv2 = nn.Conv2d(6, 8, 3, stride=2)
+        self.head = nn.Linear(8 * 4, 16)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.conv1((x - 127.5) / 128.0))
+        b = torch.relu(self.conv2(a))
+        return self.head(nn.functional.adaptive_avg_pool2d(b, 2).flatten(1))
+
+
+NETS = {"tiny-a": Network("tiny-a", TinyNet(1), "arcface112", ("conv1", "conv2")),
+        "tiny-b": Network("tiny-b", TinyNet(2), "dlib150", ("conv1", "conv2"))}
+
+
+def _recogniser(name: str) -> Recogniser:
+    net = NETS[name]
+    size = 112 if net.template == "arcface112" else 150
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net.module(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy()
+
+    return Recogniser(name, net.template, size, embed)
+
+
+class FakeDetector:
+    """One face at `LANDMARKS` in every photo that is not blank."""
+
+    settings = {"detector": "fake"}
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        if image.max() == 0:
+            return []
+        return [Face((20.0, 20.0, 140.0, 150.0), 0.99, LANDMARKS)]
+
+
+def tiny_backend() -> Backend:
+    return Backend(network=NETS.__getitem__, recogniser=_recogniser, detector=FakeDetector(),
+                   parser=get_parser("landmarks5"), parser_name="landmarks5", thresholds=lambda name: None,
+                   cache_tag=lambda name: None, use_cache=False)
+
+
+def make_photos(root: Path) -> Path:
+    """One sub-folder per person: a smooth seeded pattern per person plus per-photo noise; one blank photo."""
+    rng = np.random.default_rng(7)
+    for k, name in enumerate(IDENTITIES):
+        base = rng.integers(40, 215, size=(8, 8, 3)).astype(np.float64)
+        big = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((PHOTO, PHOTO), Image.BICUBIC), np.float64)
+        (root / name).mkdir(parents=True)
+        for n in range(PER_IDENTITY):
+            photo = np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(photo).save(root / name / f"{n}.png")
+        if k == 0:
+            Image.fromarray(np.zeros((PHOTO, PHOTO, 3), np.uint8)).save(root / name / "blank.png")
+    return root
+
+
+TINY_KNOWN = KnownNames(models=None, blackbox=None, fills=frozenset({"black", "noise", "cloak"}),
+                        methods=frozenset({"gradcam", "layercam"}), selections=frozenset({"topk", "stratified"}),
+                        templates=frozenset({"arcface112", "dlib150"}), fars=None)
+TINY_RECIPE = {
+    "name": "tiny", "seed": 3, "max_pairs_per_identity": 4,
+    "sources": ["tiny-a", "tiny-b", "all-but-T"], "targets": ["tiny-a", "tiny-b"],
+    "budgets": [1, 5], "fills": ["black", "cloak"],
+    "controls": ["random-scatter", "random-shape", "other-person", "lastlayer-gradcam"],
+    "cloak": {"steps": 2, "step_size": 4.0, "early_stop": False},
+}
+N_UNITS = 3 * 2 * 2  # sources x budgets x fills
+
+
+def tiny_recipe(**changes: object):  # noqa: ANN201 - Recipe
+    return recipe_from_dict({**TINY_RECIPE, **changes}, known=TINY_KNOWN)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_photos(tmp_path_factory.mktemp("faces"))
+
+
+@pytest.fixture(scope="module")
+def first_run(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run1")
+    return out, run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
+
+
+def _cells_only(payload: dict) -> list[dict]:
+    return json.loads(json.dumps(payload["cells"]))
+
+
+# --- the runner -----------------------------------------------------------------------------------------------
+
+
+def test_matrix_has_every_source_target_budget_fill_cell(first_run: tuple[Path, dict]) -> None:
+    out, payload = first_run
+    cells = payload["cells"]
+    assert len(cells) == 3 * 2 * 2 * 2  # S x T x budgets x fills
+    keys = {(c["source"], c["target"], c["budget"], c["fill"]) for c in cells}
+    assert len(keys) == len(cells)
+    assert {c["source"] for c in cells} == {"tiny-a", "tiny-b", "all-but-T"}
+    by = {(c["source"], c["target"], c["budget"], c["fill"]): c for c in cells}
+    assert by[("tiny-a", "tiny-a", 1.0, "black")]["transfer"] is False
+    assert by[("tiny-a", "tiny-b", 1.0, "black")]["transfer"] is True
+    # all-but-T leaves the target's own network out
+    assert by[("all-but-T", "tiny-a", 1.0, "black")]["members"] == ["tiny-b"]
+    assert by[("all-but-T", "tiny-b", 1.0, "black")]["members"] == ["tiny-a"]
+    # 3 people x 3 photos (the blank one has no face) -> 6 ordered pairs each, capped at 4
+    assert payload["n_photos"] == 9 and payload["n_identities"] == 3 and payload["n_pairs"] == 12
+    assert payload["n_no_face"] == 1 and payload["data"]["no_face"] == ["ann/blank.png"]
+    assert (out / "results.json").is_file() and "Transfer benchmark" in (out / "report.md").read_text()
+    assert json.loads((out / "results.json").read_text())["summary"]["n_cells"] == 6
+
+
+def test_every_cell_has_leam_and_the_same_size_controls(first_run: tuple[Path, dict]) -> None:
+    _, payload = first_run
+    for c in payload["cells"]:
+        for v in ("leam", "random_scatter", "random_shape", "other_person", "lastlayer_gradcam"):
+            assert np.isfinite(c[f"delta_cos_{v}"]), (v, c["source"], c["target"])
+            assert 0.0 <= c[f"dodge_far_1e-3_{v}"] <= 1.0
+            assert c["stats"][f"delta_cos_{v}"]["n"] == 12
+        assert c["threshold_origin"] == "local" and c["n_pairs"] == 12
+        # landmarks5 face region of the arcface crop: 1 % / 5 % of it, the same count for every probe
+        assert c["mask_pixels_template"] > 0
+        assert 0 < c["changed_share"] <= 0.1 and c["ssim"] < 1.0
+    by = {(c["source"], c["target"], c["budget"], c["fill"]): c for c in payload["cells"]}
+    small, large = by[("tiny-a", "tiny-a", 1.0, "black")], by[("tiny-a", "tiny-a", 5.0, "black")]
+    assert large["mask_pixels_template"] == pytest.approx(5 * small["mask_pixels_template"], rel=0.05)
+    # the random-scatter mask does not depend on the source, so with a black fill its numbers are equal
+    assert by[("tiny-a", "tiny-b", 1.0, "black")]["delta_cos_random_scatter"] == pytest.approx(
+        by[("tiny-b", "tiny-b", 1.0, "black")]["delta_cos_random_scatter"])
+    assert by[("tiny-a", "tiny-a", 1.0, "cloak")]["cloak_steps"] == 2
+
+
+def test_same_seed_same_numbers(first_run: tuple[Path, dict], photos: Path, tmp_path: Path) -> None:
+    _, first = first_run
+    again = run_transfer(tiny_recipe(), photos, tmp_path, backend=tiny_backend(), examples=False)
+    assert _cells_only(again) == _cells_only(first)
+    other = run_transfer(tiny_recipe(seed=4, fills=["black"], budgets=[1]), photos, tmp_path / "s4",
+                         backend=tiny_backend(), examples=False)
+    a = {(c["source"], c["target"]): c for c in first["cells"] if c["fill"] == "black" and c["budget"] == 1.0}
+    b = {(c["source"], c["target"]): c for c in other["cells"]}
+    assert any(a[k]["delta_cos_random_scatter"] != b[k]["delta_cos_random_scatter"] for k in a)
+
+
+def test_resume_skips_finished_units_and_recomputes_a_deleted_one(
+    first_run: tuple[Path, dict], photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "resume"
+    first = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
+    assert first["environment"]["units_computed"] == N_UNITS
+    shards = sorted((out / "cells").glob("*.json"))
+    assert len(shards) == N_UNITS
+    second = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
+    assert second["environment"]["units_computed"] == 0 and second["environment"]["units_resumed"] == N_UNITS
+    victim = next(s for s in shards if "-tiny-b-black-5.json" in s.name)
+    before = {s.name: s.stat().st_mtime_ns for s in shards}
+    victim.unlink()
+    time.sleep(0.01)
+    third = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
+    assert third["environment"]["units_computed"] == 1
+    assert victim.is_file()
+    after = {s.name: s.stat().st_mtime_ns for s in sorted((out / "cells").glob("*.json"))}
+    assert [n for n in after if after[n] != before[n]] == [victim.name]
+    assert _cells_only(third) == _cells_only(first) == _cells_only(first_run[1])
+
+
+def test_an_added_target_computes_only_that_target(photos: Path, tmp_path: Path) -> None:
+    one = run_transfer(tiny_recipe(targets=["tiny-a"], sources=["tiny-a"], fills=["black"], budgets=[1]), photos,
+                       tmp_path, backend=tiny_backend(), examples=False)
+    assert [c["target"] for c in one["cells"]] == ["tiny-a"]
+    two = run_transfer(tiny_recipe(targets=["tiny-a", "tiny-b"], sources=["tiny-a"], fills=["black"], budgets=[1]),
+                       photos, tmp_path, backend=tiny_backend(), examples=False)
+    assert [c["target"] for c in two["cells"]] == ["tiny-a", "tiny-b"]
+    assert two["cells"][0] == one["cells"][0]
+
+
+# --- pure pieces ----------------------------------------------------------------------------------------------
+
+
+def _disc(size: int = 40, r: float = 15.0) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r**2
+
+
+def test_random_scatter_draws_the_count_inside_the_region() -> None:
+    region = _disc()
+    mask = ctl.random_scatter(30, region, np.random.default_rng(0))
+    assert mask.sum() == 30 and not (mask & ~region).any()
+    again = ctl.random_scatter(30, region, np.random.default_rng(0))
+    assert np.array_equal(mask, again)
+    with pytest.raises(ValueError):
+        ctl.random_scatter(int(region.sum()) + 1, region, np.random.default_rng(0))
+
+
+def test_random_shape_moves_the_mask_as_one_piece() -> None:
+    region = _disc()
+    mask = np.zeros_like(region)
+    mask[18:21, 10:14] = True  # a 3 x 4 blob inside the disc
+    moved = ctl.random_shape(mask, region, np.random.default_rng(1))
+    assert moved.sum() == 12 and not (moved & ~region).any()
+    ys, xs = np.nonzero(moved)
+    assert (ys.max() - ys.min(), xs.max() - xs.min()) == (2, 3)  # the same shape, translated
+    assert not np.array_equal(moved, mask)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 60), st.floats(3.0, 19.0))
+def test_random_shape_keeps_the_exact_count_inside_any_region(seed: int, count: int, radius: float) -> None:
+    region = _disc(r=radius)
+    rng = np.random.default_rng(seed)
+    count = min(count, int(region.sum()))
+    mask = ctl.random_scatter(count, np.ones_like(region), rng)  # may lie partly outside the region
+    moved = ctl.random_shape(mask, region, rng)
+    assert moved.sum() == count and not (moved & ~region).any()
+
+
+def test_control_rng_depends_on_every_part_of_its_seed() -> None:
+    draw = [ctl.control_rng(*args).integers(2**31) for args in
+            ((0, 1, 1.0, "random-scatter"), (0, 1, 1.0, "random-scatter"), (1, 1, 1.0, "random-scatter"),
+             (0, 2, 1.0, "random-scatter"), (0, 1, 2.0, "random-scatter"), (0, 1, 1.0, "random-shape"))]
+    assert draw[0] == draw[1] and len(set(draw[1:])) == 5
+
+
+def test_other_person_index_picks_a_different_identity() -> None:
+    ids = ["a", "a", "b", "c"]
+    picks = {ctl.other_person_index(ids, 0, np.random.default_rng(s)) for s in range(20)}
+    assert picks == {2, 3}
+    with pytest.raises(ValueError):
+        ctl.other_person_index(["a", "a"], 0, np.random.default_rng(0))
+
+
+def test_loo_centroids_by_hand() -> None:
+    emb = np.array([[2.0, 0.0], [0.0, 3.0], [0.0, -1.0], [5.0, 5.0]], np.float32)
+    refs = loo_centroids(emb, [0, 1, 2])
+    # photo 0: mean of (0, 1) and (0, -1) is (0, 0) -> normalised to 0 (no direction); photo 1: ((1,0)+(0,-1))/2
+    np.testing.assert_allclose(refs[1], np.array([1.0, -1.0]) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(refs[2], np.array([1.0, 1.0]) / np.sqrt(2), atol=1e-6)
+
+
+def test_ensemble_map_renormalises_and_skips_empty_maps() -> None:
+    a = np.zeros((4, 4), np.float32)
+    a[0, 0] = 2.0
+    b = np.zeros((4, 4), np.float32)
+    b[1, 1] = 0.5
+    m = ensemble_map([a, b, np.zeros((4, 4), np.float32)])
+    assert m[0, 0] == pytest.approx(0.5) and m[1, 1] == pytest.approx(0.5) and m.sum() == pytest.approx(1.0)
+    assert ensemble_map([np.zeros((2, 2), np.float32)]) == pytest.approx(np.full((2, 2), 0.25))
+
+
+def test_encode_decode_png_is_lossless_and_jpeg_is_not() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (32, 48, 3)).astype(np.uint8)
+    assert np.array_equal(encode_decode(img, "png", 95), img)
+    jpeg = encode_decode(img, "jpeg", 50)
+    assert jpeg.shape == img.shape and not np.array_equal(jpeg, img)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------------
+
+
+def test_cli_refuses_an_unknown_recipe_with_suggestions(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+    from facecloak.errors import ConfigError
+
+    result = CliRunner().invoke(app, ["bench", "run", "--recipe", "quik", "--data", str(tmp_path), "-o",
+                                      str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "quick" in str(result.exception)
+
+
+def test_cli_refuses_an_unknown_override(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+    from facecloak.errors import ConfigError
+
+    result = CliRunner().invoke(app, ["bench", "run", "--recipe", "quick", "--data", str(tmp_path), "-o",
+                                      str(tmp_path / "out"), "--set", "data.identites=3"])
+    assert isinstance(result.exception, ConfigError) and "identities" in str(result.exception)
+
+
+# --- real weights, shared photos --------------------------------------------------------------------------------
+
+
+@pytest.mark.real
+@pytest.mark.shared
+@pytest.mark.slow
+def test_quick_recipe_on_deepface(deepface_dir: Path, tmp_path: Path) -> None:
+    from conftest import require_pulled
+
+    recipe = load_recipe("quick")
+    require_pulled(*recipe.pool())
+    start = time.perf_counter()
+    payload = run_transfer(recipe, deepface_dir, tmp_path, examples=False)
+    seconds = time.perf_counter() - start
+    assert seconds < 180, f"quick took {seconds:.0f} s; it must stay under 3 minutes"
+    cells = payload["cells"]
+    assert len(cells) == len(recipe.sources) * len(recipe.targets) * len(recipe.budgets) * len(recipe.fills)
+    assert payload["n_identities"] == 4 and payload["n_pairs"] >= 8
+    black = [c for c in cells if c["fill"] == "black"]
+    # blacking out 1 % of the face lowers the genuine cosine on average, for LEAM and the random control alike
+    assert np.mean([c["delta_cos_leam"] for c in black]) > 0.0
+    assert np.mean([c["delta_cos_random_scatter"] for c in black]) > 0.0
+    # the cloak is optimised against the source: white-box cells drop more than black-out of the same pixels
+    wb = {(c["source"], c["fill"]): c["delta_cos_leam"] for c in cells if not c["transfer"]}
+    assert all(wb[(s, "cloak")] > wb[(s, "black")] for s in recipe.sources)
