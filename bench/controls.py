@@ -27,7 +27,7 @@ def control_rng(seed: int, photo_index: int, budget: float, control: str) -> np.
     """Generator for one control mask: SeedSequence of (seed, photo index, budget in 1/1000 %, control name)."""
     if seed < 0 or photo_index < 0:
         raise ValueError(f"seed and photo_index must be >= 0, got {seed} and {photo_index}")
-    milli = int(round(float(budget) * 1000))
+    milli = round(float(budget) * 1000)
     return np.random.default_rng(np.random.SeedSequence([seed, photo_index, milli, _name_entropy(control)]))
 
 
@@ -61,8 +61,8 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, int]:
 
 
 def _offset_range(lo_mask: int, hi_mask: int, lo_region: int, hi_region: int) -> tuple[int, int]:
-    """Offsets that put the mask's extent [lo_mask, hi_mask] inside the region's [lo_region, hi_region] (if it
-    fits; otherwise the offsets that keep the two centres within half the difference of the sizes)."""
+    """Offsets along one axis that put the mask's extent [lo_mask, hi_mask] inside the region's [lo_region,
+    hi_region]; when the mask is the longer one, the offsets between its two edge-flush placements."""
     a, b = lo_region - lo_mask, hi_region - hi_mask
     return (a, b) if a <= b else (b, a)
 

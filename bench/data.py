@@ -86,7 +86,8 @@ def detector_settings(detector: Any) -> dict[str, Any]:
         return settings
     keys = ("min_face_size", "thresholds", "score_threshold", "max_side", "factor")
     found = {k: getattr(detector, k) for k in keys if hasattr(detector, k)}
-    return {"detector": type(detector).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}}
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}
+    return {"detector": type(detector).__name__, **plain}
 
 
 def prepare(

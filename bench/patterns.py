@@ -32,8 +32,14 @@ from typing import Any
 import numpy as np
 
 import leam
-from bench.report import PAPER_PATTERNS, atomic_write_bytes, environment_info, write_results, write_text
-from bench.report import render_patterns_markdown
+from bench.report import (
+    PAPER_PATTERNS,
+    atomic_write_bytes,
+    environment_info,
+    render_patterns_markdown,
+    write_results,
+    write_text,
+)
 from bench.stats import summary
 from facecloak.parse import REGIONS, face_region, region_shares
 
@@ -143,7 +149,7 @@ def analyse_model(
     """
     masks = top_masks(overall, labels, budget)
     block: dict[str, Any] = {
-        "n_faces": int(len(overall)),
+        "n_faces": len(overall),
         "bc_full": compare(pair_bc(overall, pairs.same), pair_bc(overall, pairs.different), seed),
         "bc_mask": compare(pair_mask_bc(masks, pairs.same), pair_mask_bc(masks, pairs.different), seed),
         "region_shares": mean_region_shares(masks, labels),
@@ -170,7 +176,7 @@ def _layers(layer_maps: np.ndarray, labels: np.ndarray, names: Sequence[str], bu
         layers[name] = entry
     bc = leam.layer_diversity(layer_maps)  # (N, L, L), NaN where a layer is empty
     off = ~np.eye(len(names), dtype=bool)
-    per_face = np.array([np.nanmean(b[off]) for b in bc if np.isfinite(b[off]).any()]) if len(names) > 1 else []
+    per_face = np.array([np.nanmean(b[off]) for b in bc if np.isfinite(b[off]).any()] if len(names) > 1 else [])
     matrix = np.nanmean(bc, axis=0) if len(bc) else np.zeros((len(names), len(names)))
     out: dict[str, Any] = {"layers": layers, "layer_bc_matrix": {a: {b: _float(matrix[i, k]) for k, b in
                                                                        enumerate(names)} for i, a in enumerate(names)}}
@@ -188,8 +194,7 @@ def _by_gender(overall: np.ndarray, masks: np.ndarray, labels: np.ndarray, pairs
     g = np.asarray([x or "" for x in genders])
     out: dict[str, Any] = {}
     for gender in sorted(set(g) - {""}):
-        both = lambda p: p[(g[p[:, 0]] == gender) & (g[p[:, 1]] == gender)]  # noqa: E731
-        same, diff = both(pairs.same), both(pairs.different)
+        same, diff = (p[(g[p[:, 0]] == gender) & (g[p[:, 1]] == gender)] for p in (pairs.same, pairs.different))
         faces = g == gender
         entry: dict[str, Any] = {"n_faces": int(faces.sum()),
                                  "region_shares": mean_region_shares(masks[faces], labels[faces])}
@@ -385,7 +390,8 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def _example_rows(faces: FaceData, models: Sequence[str], settings: Any, use_astronaut: bool) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], str]:
+def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
+                  use_astronaut: bool) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], str]:
     """Per-layer maps of one example face: a bundled photo (skimage's astronaut, flip target) when the output
     lands inside the repository (shared photos must not be committed), else the set's first photo."""
     from dataclasses import replace
@@ -514,8 +520,10 @@ def run_patterns(
         "n_no_face": len(bench_set.no_face),
         "left_out": {"no_face": list(bench_set.no_face), "unreadable": list(bench_set.unreadable),
                      "single_photo": list(bench_set.single)},
-        "n_pairs": {"same": int(len(pairs.same)), "different": int(len(pairs.different))},
+        "n_pairs": {"same": len(pairs.same), "different": len(pairs.different)},
         "test": TEST_NAME,
+        # What a mask spread uniformly over the face region would give: each region's share of the face's area.
+        "region_area_shares": mean_region_shares(face_region(faces.labels), faces.labels),
         "cross_model_bc": cross_model_bc(overall) if len(overall) > 1 else {},
         "settings": {"method": settings.method, "layers": settings.layers if isinstance(settings.layers, str)
                      else list(settings.layers), "target": settings.target, "budget": settings.budget,
@@ -526,7 +534,8 @@ def run_patterns(
     }
     example = None
     if figures:
-        example = _example_rows(faces, model_ids, settings, use_astronaut=_inside(out, Path(__file__).resolve().parents[1]))
+        repository = Path(__file__).resolve().parents[1]
+        example = _example_rows(faces, model_ids, settings, use_astronaut=_inside(out, repository))
     payload["environment"] = {**environment_info(), "command": _command(),
                               "run_time_s": round(time.perf_counter() - start, 1)}
     if figures:
@@ -545,7 +554,15 @@ def _pair_values(overall: np.ndarray, labels: np.ndarray, pairs: PairSet, budget
 
 def _notes(payload: Mapping[str, Any]) -> str:
     n = payload.get("n_pairs", {})
-    return (
+    area = payload.get("region_area_shares") or {}
+    chance = ""
+    if area:
+        names = [r for r in area if r != "other"]
+        chance = ("\n## Chance level of the region shares\n\nEach region's share of the parsed face region's area "
+                  "(mean over faces): what a mask spread uniformly over the face would give.\n\n"
+                  "| " + " | ".join(names) + " |\n|" + "|".join("---" for _ in names) + "|\n| "
+                  + " | ".join(f"{100 * area[r]:.1f} %" for r in names) + " |\n")
+    return chance + (
         "\n## Notes\n\n"
         f"- Pairs: all {n.get('same')} same-person pairs; {n.get('different')} different-person pairs "
         f"(all, or a seeded sample when there are more than {payload['settings']['max_different_pairs']}).\n"

@@ -205,8 +205,8 @@ def encode_decode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
 def face_box_slices(face: Face, shape: tuple[int, int]) -> tuple[slice, slice]:
     """Rows and columns of the face's detection box, clipped to the photo (at least 7x7 for SSIM when possible)."""
     h, w = shape
-    x0, y0 = max(int(math.floor(face.box[0])), 0), max(int(math.floor(face.box[1])), 0)
-    x1, y1 = min(int(math.ceil(face.box[2])), w), min(int(math.ceil(face.box[3])), h)
+    x0, y0 = max(math.floor(face.box[0]), 0), max(math.floor(face.box[1]), 0)
+    x1, y1 = min(math.ceil(face.box[2]), w), min(math.ceil(face.box[3]), h)
     if x1 - x0 < 7 or y1 - y0 < 7:
         return slice(0, h), slice(0, w)
     return slice(y0, y1), slice(x0, x1)
@@ -438,7 +438,9 @@ class TransferRun:
                 references=torch.from_numpy(ref[None].astype(np.float32)),
                 threshold=self.thresholds(m)[0][strictest],
             ))
-        return cloak(image, mask, sources, settings, seed=int(rng.integers(2**31)))
+        # torch warns on read-only arrays (decoded photos are): hand the cloak a writable copy
+        writable = image if image.flags.writeable else image.copy()
+        return cloak(writable, mask, sources, settings, seed=int(rng.integers(2**31)))
 
     def protect_probe(
         self, members: tuple[str, ...], fill: str, budget: float, index: int, templates: Iterable[str]
@@ -622,7 +624,8 @@ def _crop_around(face: Face, shape: tuple[int, ...], scale: float = 1.6) -> tupl
     cx, cy = face.centre
     half = scale * max(face.width, face.height) / 2
     h, w = shape[:2]
-    return (slice(max(int(cy - half), 0), min(int(cy + half), h)), slice(max(int(cx - half), 0), min(int(cx + half), w)))
+    rows = slice(max(int(cy - half), 0), min(int(cy + half), h))
+    return rows, slice(max(int(cx - half), 0), min(int(cx + half), w))
 
 
 def example_figure(run: TransferRun, path: Path, n: int = 3) -> Path | None:
@@ -686,9 +689,9 @@ def write_figures(run: TransferRun, cells: Sequence[Mapping[str, Any]], examples
         if _inside(run.out, REPO):
             run.notes.append("example photos skipped: the output folder is inside the repository")
         else:
-            p = example_figure(run, run.out / "examples.png")
-            if p is not None:
-                written.append(p.name)
+            grid = example_figure(run, run.out / "examples.png")
+            if grid is not None:
+                written.append(grid.name)
     return written
 
 
@@ -740,5 +743,23 @@ def run_transfer(
     if "black" in recipe.fills:
         payload["paper"] = PAPER_TRANSFER
     write_results(out, payload)
-    write_text(out, "report.md", render_markdown(payload))
+    write_text(out, "report.md", render_markdown(payload) + _notes_section(payload))
     return payload
+
+
+def _notes_section(payload: Mapping[str, Any]) -> str:
+    """What a reader must know that the generic report does not say: local thresholds, parser, dropped photos."""
+    lines = [str(n) for n in payload.get("notes") or []]
+    local = sorted({str(c["target"]) for c in payload["cells"] if c.get("threshold_origin") == "local"})
+    if local:
+        lines.append(f"No calibrated thresholds for {', '.join(local)} (`facecloak models calibrate`): their dodging "
+                     "thresholds come from this set's own impostor pairs, which cannot resolve FAR 1e-3")
+    data = payload.get("data") or {}
+    lines.append(f"Face regions from the `{data.get('parser')}` parser; {payload.get('n_pairs')} genuine pairs over "
+                 f"{payload.get('n_probes')} protected probes; PSNR / SSIM / changed share are measured inside each "
+                 "probe's detected face box")
+    for key, what in (("no_face", "without a detected face"), ("unreadable", "unreadable"),
+                      ("single_photo", "left without a second photo of the person")):
+        if data.get(key):
+            lines.append(f"{len(data[key])} photo(s) {what}: {', '.join(map(str, data[key]))}")
+    return "\n## Notes\n\n" + "".join(f"- {line}.\n" for line in lines)

@@ -2,6 +2,7 @@
 
     python -m bench.variants --data ../shared/faces/deepface -o OUT [--sources mbf-arc,dlib-r29]
                              [--targets mbf-arc,dlib-r29,mbf-tf] [--probes-per-identity 2] [--seed 0]
+                             [--extra "layercam/early/topk/contrast;..."] [--variants "...;..."]
 
 Factors (docs LEAM.md): method (gradcam, layercam, gradxact) × layer set (each model's 4 default layers;
 `early` = the first half of them; `last` = the last one; `default+input` = the 4 plus the gradient × input
@@ -343,13 +344,15 @@ class Study:
                       "random_shape": self.occluder.delta_cos(shapes), "other_person": self.occluder.delta_cos(others)}
             for t in self.targets:
                 cell: dict[str, Any] = {"source": s, "target": t, "transfer": s != t,
-                                        "n_pairs": int(len(deltas["leam"][t]))}
+                                        "n_pairs": len(deltas["leam"][t])}
                 for kind in KINDS:
                     d = deltas[kind][t]
                     cell[f"delta_cos_{kind}"] = float(d.mean())
                     cell[f"std_{kind}"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
                 cell["p_leam_gt_scatter"] = _paired_p(deltas["leam"][t], deltas["random_scatter"][t])
                 cell["p_leam_gt_other_person"] = _paired_p(deltas["leam"][t], deltas["other_person"][t])
+                # Per-pair values (probe order, then reference order; same pairs in every variant) for paired tests.
+                cell["pairs_delta_cos_leam"] = [round(float(x), 6) for x in deltas["leam"][t]]
                 result["cells"].append(cell)
         result["summary"] = summarise(result)
         result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -407,7 +410,8 @@ def _p(x: Any) -> str:
 def ranked_table(results: Sequence[Mapping[str, Any]]) -> str:
     header = ["rank", "variant (method/layers/selection/target)", "LEAM wb", "LEAM transfer", "scatter tr.",
               "shape tr.", "other-person tr.", "BC mask same / diff", "max p (mask)", "BC full same / diff",
-              "max p (full)"]
+              "max p (full)", "p vs best"]
+    vs_best = ties_with_best(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for rank, r in enumerate(sorted(results, key=score, reverse=True), 1):
         s = r["summary"]
@@ -417,14 +421,36 @@ def ranked_table(results: Sequence[Mapping[str, Any]]) -> str:
             _f(s["transfer_delta_cos_other_person"]),
             f"{_f(s['bc_mask_same'], 3)} / {_f(s['bc_mask_different'], 3)}", _p(s["bc_mask_max_p"]),
             f"{_f(s['bc_full_same'], 3)} / {_f(s['bc_full_different'], 3)}", _p(s["bc_full_max_p"]),
+            _p(vs_best[r["name"]]),
         ]) + " |")
     return "\n".join(lines)
 
 
+def transfer_pairs(result: Mapping[str, Any]) -> np.ndarray:
+    """Per-pair Δcos of the LEAM mask over the transfer cells, in a fixed (source, target, pair) order."""
+    return np.concatenate([np.asarray(c["pairs_delta_cos_leam"]) for c in result["cells"] if c["transfer"]] or
+                          [np.zeros(0)])
+
+
+def ties_with_best(results: Sequence[Mapping[str, Any]], alpha: float = 0.05) -> dict[str, float | None]:
+    """Two-sided Wilcoxon signed-rank p of each variant against the best one on the same transfer pairs;
+    variants with p >= alpha cannot be told apart from the best on this set."""
+    from scipy.stats import wilcoxon
+
+    best = max(results, key=score)
+    ref = transfer_pairs(best)
+    out: dict[str, float | None] = {}
+    for r in results:
+        d = transfer_pairs(r) - ref
+        out[r["name"]] = None if r is best or len(d) < 2 or np.all(d == 0) else float(wilcoxon(d).pvalue)
+    return out
+
+
 def recommendation(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The best variant by `score`, with the facts that qualify it (beats controls? person-specific?)."""
+    """The best variant by `score`, with the facts that qualify it (beats controls? person-specific? ties?)."""
     ranked = sorted(results, key=score, reverse=True)
     best = ranked[0]
+    p_vs_best = ties_with_best(results)
     base = next((r for r in results if r["name"] == BASELINE.name), None)
     s = best["summary"]
     beats = {c: (s["transfer_delta_cos_leam"] or 0) > (s[f"transfer_delta_cos_{c}"] or 0)
@@ -437,6 +463,8 @@ def recommendation(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "beats_transfer": beats,
         "person_specific_variants": specific,
         "best_is_person_specific": best["name"] in specific,
+        "p_vs_best": p_vs_best,
+        "tied_with_best": [n for n, p in p_vs_best.items() if p is not None and p >= 0.05],
     }
 
 
@@ -473,8 +501,8 @@ def render(payload: Mapping[str, Any]) -> str:
                      f"{_p(c['p_leam_gt_scatter'])} | {_p(c['p_leam_gt_other_person'])} |")
     lines += ["", "p: one-sided Wilcoxon signed-rank over the paired Δcos of the same (probe, reference) pairs; pairs "
               "share photos, so treat p as indicative.", "",
-              "## Design", "", "One factor at a time from the baseline "
-              f"`{BASELINE.name}`, then combinations of the best levels: {', '.join(payload['combinations']) or 'none'}."
+              "## Design", "", f"One factor at a time from the baseline `{BASELINE.name}`, then combinations of "
+              f"the best levels: {', '.join(payload['combinations']) or 'none'}."
               " Layer sets: `early` = first half of each model's default layers, `last` = its last default layer, "
               "`default+input` adds gradient × input. Contrast: reference minus the mean cosine to "
               f"{N_IMPOSTORS} impostor centroids.", ""]
@@ -494,6 +522,11 @@ def recommendation_text(rec: Mapping[str, Any], results: Sequence[Mapping[str, A
                      f"({'beaten' if rec['beats_transfer'][c] else 'NOT beaten'})"
                      for c in ("random_scatter", "random_shape", "other_person"))
     parts.append(f"Controls on the same transfer cells: {ctrl}.")
+    if rec["tied_with_best"]:
+        parts.append("On these pairs it cannot be told apart (two-sided Wilcoxon over the same transfer pairs, "
+                     "p >= 0.05) from " + ", ".join(f"`{n}` (p {_p(rec['p_vs_best'][n])})" for n in
+                                                   rec["tied_with_best"]) + "; among tied variants prefer the "
+                     "simplest.")
     if rec["best_is_person_specific"]:
         parts.append("Its masks are person-specific for every source model (BC same > different, p < 0.01).")
     else:
@@ -527,6 +560,7 @@ def run_variants(
     max_different: int = 2000,
     n_combinations: int = 2,
     variants: Sequence[Variant] | None = None,
+    extra: Sequence[Variant] = (),
     log: Any = None,
 ) -> dict[str, Any]:
     """Evaluate the design on the labelled set in `data`; writes OUT/variants.json and OUT/variants.md."""
@@ -549,10 +583,13 @@ def run_variants(
 
     for v in design:
         run(v)
+    for v in extra:  # chosen by hand after a first run, e.g. interactions the one-factor design cannot see
+        if v not in design:
+            run(v)
     combos: list[Variant] = []
     if variants is None and n_combinations > 0:
         order = best_levels({Variant(**r["variant"]): score(r) for r in results})
-        combos = combinations(order, design, n_combinations)
+        combos = combinations(order, [*design, *extra], n_combinations)
         for v in combos:
             run(v)
     return _write(out, results, study, start, [c.name for c in combos], partial=False)
@@ -565,8 +602,8 @@ def _write(out: Path, results: list[dict[str, Any]], study: Study, start: float,
         "sources": list(study.sources), "targets": list(study.targets), "budget": study.budget, "seed": study.seed,
         "partial": partial,
         "n": {"photos": len(study.faces.identities), "identities": len(set(study.faces.identities)),
-              "probes": len(study.probes), "pairs": study.occluder.n_pairs, "same_pairs": int(len(study.pairs.same)),
-              "different_pairs": int(len(study.pairs.different))},
+              "probes": len(study.probes), "pairs": study.occluder.n_pairs, "same_pairs": len(study.pairs.same),
+              "different_pairs": len(study.pairs.different)},
         "variants": results, "combinations": combos, "recommendation": rec,
         "recommendation_text": recommendation_text(rec, results),
         "map_seconds": study.map_seconds,
@@ -590,21 +627,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--identities", type=int, default=None)
     ap.add_argument("--combinations", type=int, default=2, help="combos of the best levels to add")
     ap.add_argument("--variants", default=None, help="explicit ';'-separated method/layers/selection/target list")
+    ap.add_argument("--extra", default=None, help="';'-separated variants to add to the design")
     args = ap.parse_args(argv)
-    chosen = None
-    if args.variants:
-        chosen = [Variant(*v.strip().split("/")) for v in args.variants.split(";") if v.strip()]
-        for v in chosen:
-            for factor, level in asdict(v).items():
-                if level not in FACTORS[factor]:
-                    ap.error(f"{factor} {level!r} is not one of {', '.join(FACTORS[factor])}")
+    def parse(text: str | None) -> list[Variant]:
+        found = []
+        for item in (text or "").split(";"):
+            parts = item.strip().split("/")
+            if not item.strip():
+                continue
+            if len(parts) != len(FACTORS):
+                ap.error(f"variant {item!r}: expected method/layers/selection/target")
+            for (factor, levels), level in zip(FACTORS.items(), parts, strict=True):
+                if level not in levels:
+                    ap.error(f"{factor} {level!r} is not one of {', '.join(levels)}")
+            found.append(Variant(*parts))
+        return found
+
+    chosen = parse(args.variants) or None
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     payload = run_variants(args.data, args.out, sources=args.sources.split(","), targets=args.targets.split(","),
                            budget=args.budget, seed=args.seed, probes_per_identity=args.probes_per_identity or None,
-                           identities=args.identities, n_combinations=args.combinations, variants=chosen, log=log)
+                           identities=args.identities, n_combinations=args.combinations, variants=chosen,
+                           extra=parse(args.extra), log=log)
     print(json.dumps(payload["recommendation"], indent=2))
     return 0
 

@@ -142,7 +142,8 @@ def _maps_for(
     order = np.concatenate([np.flatnonzero(known.numpy()), np.flatnonzero(~known.numpy())])
     inverse = np.argsort(order)
     first = next(iter(parts.values()))
-    cat = {k: np.concatenate([getattr(p, k) for p in parts.values()])[inverse] for k in ("layer_maps", "overall", "scores")}
+    cat = {k: np.concatenate([getattr(p, k) for p in parts.values()])[inverse]
+           for k in ("layer_maps", "overall", "scores")}
     offset = {True: 0, False: int(known.sum())}
     empty = tuple(
         (int(order[offset[flag] + i]), name) for flag, p in parts.items() for i, name in p.empty
@@ -219,7 +220,7 @@ def explain_faces(
             template_labels=labels[i],
             region_shares=region_shares(template_masks[i], labels[i]),
             target="reference" if all(has_ref) else "flip",
-            empty_layers=tuple(f"{mm.model}/{layer}" for mm in maps for face_index, layer in mm.empty if face_index == i),
+            empty_layers=tuple(f"{mm.model}/{layer}" for mm in maps for index, layer in mm.empty if index == i),
         ))
     return out
 

@@ -1,7 +1,10 @@
 """albumentations integration: `LeamOcclusion`, a thin shell over `facecloak.protect`.
 
-Models are named, not passed, so the transform serialises with `A.to_dict` / `A.from_dict` and pickles into
-DataLoader workers; each process loads the weights it needs the first time it applies the transform.
+Models are named, not passed, so the transform serialises with `A.to_dict` / `A.from_dict` (import
+`facecloak.transforms` before `A.from_dict`: albumentations finds classes by their registered full name) and
+pickles into DataLoader workers; each process loads the weights it needs the first time it applies the transform
+(`facecloak.models.cached_model`, `facecloak.protect.default_detector`, one copy per process).
+
 Budget and fill may be sampled per image from a range / list, using albumentations' seeded generator, so
 `A.Compose(..., seed=s)` gives the same output for the same input. Images without a face pass through
 unchanged; masks, boxes and keypoints are never touched (an image-only transform).
@@ -10,6 +13,7 @@ unchanged; masks, boxes and keypoints are never touched (an image-only transform
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import albumentations as A
@@ -18,15 +22,26 @@ import numpy as np
 from facecloak.errors import ConfigError
 from facecloak.protect import DEFAULT_MODELS, FILL_NAMES
 
+PARSER_NAMES = ("facemesh", "landmarks5")
+
+
+@lru_cache(maxsize=2)
+def _parser(name: str) -> Any:
+    """One face parser per process and name (loaded lazily, like the models)."""
+    from facecloak.parse import get_parser
+
+    return get_parser(name)
+
 
 class LeamOcclusion(A.ImageOnlyTransform):
     """Occlude (or cloak) the LEAM-selected pixels of every face.
 
     Args:
-        models: source model ids whose relevance chooses the pixels.
-        budget: percent of face pixels, a number or a (low, high) range sampled uniformly per image.
+        models: source model ids whose relevance chooses the pixels (and, for "cloak", that are optimised against).
+        budget: percent of face pixels in (0, 100], a number or a (low, high) range sampled uniformly per image.
         fill: a fill name or a list of names sampled uniformly per image (see `facecloak.fills`, plus "cloak").
         cloak_steps: optimisation steps when the fill is "cloak".
+        parser: face parser bounding the face region: "facemesh" (default) or "landmarks5" (no weights).
         p: probability of applying the transform.
     Targets: image (uint8 RGB, H x W x 3).
     """
@@ -37,37 +52,68 @@ class LeamOcclusion(A.ImageOnlyTransform):
         budget: float | tuple[float, float] = 1.0,
         fill: str | Sequence[str] = "black",
         cloak_steps: int = 20,
+        parser: str = "facemesh",
         p: float = 1.0,
     ) -> None:
+        from facecloak.models import get_spec
+
         super().__init__(p=p)
         self.models = tuple(models)
-        self.budget = tuple(budget) if isinstance(budget, (list, tuple)) else float(budget)
-        self.fill = fill if isinstance(fill, str) else tuple(fill)
+        self.budget: float | tuple[float, float] = (
+            (float(budget[0]), float(budget[1])) if isinstance(budget, (list, tuple)) else float(budget)
+        )
+        self.fill: str | tuple[str, ...] = fill if isinstance(fill, str) else tuple(fill)
         self.cloak_steps = int(cloak_steps)
+        self.parser = parser
         lo, hi = (self.budget, self.budget) if isinstance(self.budget, float) else self.budget
         if not 0 < lo <= hi <= 100:
             raise ConfigError(f"budget must lie in (0, 100] with low <= high, got {budget}")
-        for name in (self.fill,) if isinstance(self.fill, str) else self.fill:
+        fills = (self.fill,) if isinstance(self.fill, str) else self.fill
+        if not fills:
+            raise ConfigError("fill must name at least one fill")
+        for name in fills:
             if name not in FILL_NAMES:
                 raise ConfigError(f"unknown fill {name!r}; choose from {', '.join(FILL_NAMES)}")
+        if not self.models:
+            raise ConfigError("models must name at least one source model")
+        for model in self.models:
+            get_spec(model)  # names only: weights load lazily, in the process that applies the transform
+        if parser not in PARSER_NAMES:
+            raise ConfigError(f"unknown parser {parser!r}; choose from {', '.join(PARSER_NAMES)}")
+        if self.cloak_steps < 0:
+            raise ConfigError(f"cloak_steps must be >= 0, got {cloak_steps}")
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("models", "budget", "fill", "cloak_steps")
+        return ("models", "budget", "fill", "cloak_steps", "parser")
 
     def get_params(self) -> dict[str, Any]:
+        # Parameter names differ from the attributes on purpose: albumentations copies an attribute called `fill`
+        # into the params of every call (for its geometric transforms), which would override a sampled value.
         rng: np.random.Generator = self.random_generator
         budget = self.budget if isinstance(self.budget, float) else float(rng.uniform(*self.budget))
         fill = self.fill if isinstance(self.fill, str) else str(self.fill[int(rng.integers(len(self.fill)))])
-        return {"budget": budget, "fill": fill, "seed": int(rng.integers(0, 2**31 - 1))}
+        return {"leam_budget": budget, "leam_fill": fill, "leam_seed": int(rng.integers(0, 2**31 - 1))}
 
-    def apply(self, img: np.ndarray, budget: float = 1.0, fill: str = "black", seed: int = 0, **params: Any) -> np.ndarray:
+    def apply(
+        self,
+        img: np.ndarray,
+        leam_budget: float = 1.0,
+        leam_fill: str = "black",
+        leam_seed: int = 0,
+        **params: Any,
+    ) -> np.ndarray:
         from facecloak.cloak import CloakSettings
         from facecloak.protect import protect
 
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ConfigError(f"LeamOcclusion expects uint8 RGB images (H, W, 3), got {img.dtype} {img.shape}")
         result = protect(
-            img, models=self.models, budget=budget, fill=fill, seed=seed,
+            img,
+            models=self.models,
+            budget=leam_budget,
+            fill=leam_fill,
+            seed=leam_seed,
             cloak_settings=CloakSettings(steps=self.cloak_steps),
+            parser=_parser(self.parser),
         )
         return result.image

@@ -8,8 +8,10 @@ thresholds derived from the set itself. The real-weights test runs the `quick` r
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from bench import controls as ctl
-from bench.config import KnownNames, load_recipe, recipe_from_dict
+from bench.config import KnownNames, Recipe, load_recipe, recipe_from_dict
 from bench.transfer import (
     Backend,
     Network,
@@ -84,7 +86,7 @@ def _recogniser(name: str) -> Recogniser:
 class FakeDetector:
     """One face at `LANDMARKS` in every photo that is not blank."""
 
-    settings = {"detector": "fake"}
+    settings: ClassVar[dict[str, str]] = {"detector": "fake"}
 
     def detect(self, image: np.ndarray) -> list[Face]:
         if image.max() == 0:
@@ -119,14 +121,14 @@ TINY_KNOWN = KnownNames(models=None, blackbox=None, fills=frozenset({"black", "n
 TINY_RECIPE = {
     "name": "tiny", "seed": 3, "max_pairs_per_identity": 4,
     "sources": ["tiny-a", "tiny-b", "all-but-T"], "targets": ["tiny-a", "tiny-b"],
-    "budgets": [1, 5], "fills": ["black", "cloak"],
+    "budgets": [1, 5], "fills": ["black"],
     "controls": ["random-scatter", "random-shape", "other-person", "lastlayer-gradcam"],
     "cloak": {"steps": 2, "step_size": 4.0, "early_stop": False},
 }
-N_UNITS = 3 * 2 * 2  # sources x budgets x fills
+N_UNITS = 3 * 2  # sources x budgets x fills
 
 
-def tiny_recipe(**changes: object):  # noqa: ANN201 - Recipe
+def tiny_recipe(**changes: object) -> Recipe:
     return recipe_from_dict({**TINY_RECIPE, **changes}, known=TINY_KNOWN)
 
 
@@ -151,7 +153,7 @@ def _cells_only(payload: dict) -> list[dict]:
 def test_matrix_has_every_source_target_budget_fill_cell(first_run: tuple[Path, dict]) -> None:
     out, payload = first_run
     cells = payload["cells"]
-    assert len(cells) == 3 * 2 * 2 * 2  # S x T x budgets x fills
+    assert len(cells) == 3 * 2 * 2  # S x T x budgets x fills
     keys = {(c["source"], c["target"], c["budget"], c["fill"]) for c in cells}
     assert len(keys) == len(cells)
     assert {c["source"] for c in cells} == {"tiny-a", "tiny-b", "all-but-T"}
@@ -165,7 +167,7 @@ def test_matrix_has_every_source_target_budget_fill_cell(first_run: tuple[Path, 
     assert payload["n_photos"] == 9 and payload["n_identities"] == 3 and payload["n_pairs"] == 12
     assert payload["n_no_face"] == 1 and payload["data"]["no_face"] == ["ann/blank.png"]
     assert (out / "results.json").is_file() and "Transfer benchmark" in (out / "report.md").read_text()
-    assert json.loads((out / "results.json").read_text())["summary"]["n_cells"] == 6
+    assert json.loads((out / "results.json").read_text())["summary"]["n_cells"] == 3 * 2
 
 
 def test_every_cell_has_leam_and_the_same_size_controls(first_run: tuple[Path, dict]) -> None:
@@ -185,7 +187,6 @@ def test_every_cell_has_leam_and_the_same_size_controls(first_run: tuple[Path, d
     # the random-scatter mask does not depend on the source, so with a black fill its numbers are equal
     assert by[("tiny-a", "tiny-b", 1.0, "black")]["delta_cos_random_scatter"] == pytest.approx(
         by[("tiny-b", "tiny-b", 1.0, "black")]["delta_cos_random_scatter"])
-    assert by[("tiny-a", "tiny-a", 1.0, "cloak")]["cloak_steps"] == 2
 
 
 def test_same_seed_same_numbers(first_run: tuple[Path, dict], photos: Path, tmp_path: Path) -> None:
@@ -203,8 +204,8 @@ def test_resume_skips_finished_units_and_recomputes_a_deleted_one(
     first_run: tuple[Path, dict], photos: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "resume"
-    first = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
-    assert first["environment"]["units_computed"] == N_UNITS
+    shutil.copytree(first_run[0], out)
+    assert first_run[1]["environment"]["units_computed"] == N_UNITS
     shards = sorted((out / "cells").glob("*.json"))
     assert len(shards) == N_UNITS
     second = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
@@ -218,7 +219,19 @@ def test_resume_skips_finished_units_and_recomputes_a_deleted_one(
     assert victim.is_file()
     after = {s.name: s.stat().st_mtime_ns for s in sorted((out / "cells").glob("*.json"))}
     assert [n for n in after if after[n] != before[n]] == [victim.name]
-    assert _cells_only(third) == _cells_only(first) == _cells_only(first_run[1])
+    assert _cells_only(third) == _cells_only(second) == _cells_only(first_run[1])
+
+
+def test_cloak_fill_is_deterministic_and_changes_only_a_few_pixels(photos: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe(sources=["tiny-a", "all-but-T"], budgets=[1], fills=["cloak"], controls=["random-scatter"])
+    runs = [run_transfer(recipe, photos, tmp_path / str(k), backend=tiny_backend(), examples=False) for k in (0, 1)]
+    assert _cells_only(runs[0]) == _cells_only(runs[1])
+    cells = runs[0]["cells"]
+    assert len(cells) == 2 * 2
+    for c in cells:
+        assert c["cloak_steps"] == 2 and 0 < c["changed_share"] <= 0.05 and np.isfinite(c["delta_cos_leam"])
+    # all-but-T for target tiny-a is cloaked against tiny-b only
+    assert {(c["source"], c["target"]): c["members"] for c in cells}[("all-but-T", "tiny-a")] == ["tiny-b"]
 
 
 def test_an_added_target_computes_only_that_target(photos: Path, tmp_path: Path) -> None:
@@ -353,11 +366,12 @@ def test_quick_recipe_on_deepface(deepface_dir: Path, tmp_path: Path) -> None:
     assert seconds < 180, f"quick took {seconds:.0f} s; it must stay under 3 minutes"
     cells = payload["cells"]
     assert len(cells) == len(recipe.sources) * len(recipe.targets) * len(recipe.budgets) * len(recipe.fills)
-    assert payload["n_identities"] == 4 and payload["n_pairs"] >= 8
+    assert payload["n_identities"] == 4 and payload["n_pairs"] == 8
     black = [c for c in cells if c["fill"] == "black"]
+    cloaked = [c for c in cells if c["fill"] == "cloak"]
     # blacking out 1 % of the face lowers the genuine cosine on average, for LEAM and the random control alike
     assert np.mean([c["delta_cos_leam"] for c in black]) > 0.0
     assert np.mean([c["delta_cos_random_scatter"] for c in black]) > 0.0
-    # the cloak is optimised against the source: white-box cells drop more than black-out of the same pixels
-    wb = {(c["source"], c["fill"]): c["delta_cos_leam"] for c in cells if not c["transfer"]}
-    assert all(wb[(s, "cloak")] > wb[(s, "black")] for s in recipe.sources)
+    # the cloak changes the same pixels by less than black does: higher PSNR, still a few pixels changed
+    assert min(c["psnr"] for c in cloaked) > max(c["psnr"] for c in black)
+    assert all(0 < c["changed_share"] < 0.05 for c in cells)

@@ -101,7 +101,7 @@ def test_no_face_policy(tmp_path: Path, weights: None, policy: str, code: int, s
         exif[ExifTags.Base.Make] = "Camera"
         im.save(photo, exif=exif)  # metadata a copy must not carry
     result = invoke(["protect", photo, "-o", tmp_path / "out", *FAST, "--no-face", policy, "--json"])
-    (row,), summary = json_lines(result.stdout)
+    (row,), _ = json_lines(result.stdout)
     assert result.exit_code == code and row["status"] == status
     written = tmp_path / "out" / "wall_protected.png"
     assert written.exists() == (policy == "copy")
@@ -280,7 +280,7 @@ def test_outputs_cannot_escape_the_output_folder(photos: list[Path], tmp_path: P
 def test_bad_options_stop_before_any_photo_with_one_line(
     photos: list[Path], tmp_path: Path, capsys, args: list[str], message: str
 ) -> None:
-    code, out, err = run_main(["protect", photos[0], "-o", tmp_path / "out", *FAST, *args], capsys)
+    code, _, err = run_main(["protect", photos[0], "-o", tmp_path / "out", *FAST, *args], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
@@ -296,3 +296,16 @@ def test_human_output_is_a_table_on_stderr(photos: list[Path], tmp_path: Path) -
     result = invoke(["protect", photos[0], "-o", tmp_path / "out", *FAST])
     assert result.exit_code == 0 and result.stdout == ""
     assert "facecloak protect" in result.stderr and "1 protected" in result.stderr
+
+
+def test_output_folder_inside_or_equal_to_the_input_tree(photos: list[Path], tmp_path: Path) -> None:
+    tree = photos[0].parent
+    inside = tree / "protected"
+    inside.mkdir()
+    (inside / "earlier.jpg").write_bytes(photos[0].read_bytes())  # an earlier output with an unsuffixed name
+    nested = invoke(["protect", tree, "-o", inside, "-r", "--suffix", "", *FAST, "--dry-run", "--json"])
+    records, _ = json_lines(nested.stdout)
+    assert sorted(Path(r["path"]).name for r in records) == sorted(p.name for p in photos)  # outputs not re-read
+    same = invoke(["protect", tree, "-o", tree, *FAST, "--dry-run", "--json"])
+    records, _ = json_lines(same.stdout)
+    assert sorted(Path(r["output"]).name for r in records) == sorted(f"{p.stem}_protected.jpg" for p in photos)

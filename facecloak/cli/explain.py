@@ -56,7 +56,8 @@ def _settings(method: str, layers: str, budget: float, selection: str):
 def explain_command(
     paths: Annotated[list[Path], typer.Argument(help="Photos and/or folders.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
-    models: Annotated[str | None, typer.Option(help="Comma-separated models (default: mbf-arc,hse-mnv1,mbf-tf).")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated models (default: mbf-arc,hse-mnv1,mbf-tf).")
+                      ] = None,
     budget: Annotated[float, typer.Option(help="Percent of the face region to select for the mask.")] = 1.0,
     person: Annotated[str | None, typer.Option(help="All photos show this person: explain each against the others "
                                                     "and save the person's LEAM profile.")] = None,
@@ -64,7 +65,8 @@ def explain_command(
     layers: Annotated[str, typer.Option(help="'default' (each model's) or comma-separated dotted layer names "
                                              "applied to every model; 'input' = gradient x input.")] = "default",
     selection: Annotated[str, typer.Option(help="Pixel selection: topk, stratified or sampled.")] = "topk",
-    parser: Annotated[str, typer.Option(help="Face parser: facemesh or landmarks5 (no weights, approximate).")] = "facemesh",
+    parser: Annotated[str, typer.Option(help="Face parser: facemesh or landmarks5 (no weights, approximate).")
+                      ] = "facemesh",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     largest_only: Annotated[bool, typer.Option(help="Explain only the largest face of each photo.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the 'sampled' selection.")] = 0,
@@ -127,7 +129,7 @@ class _Explainer:
         from facecloak.protect import build_person
 
         if len(files) < 2:
-            raise ConfigError("--person needs at least two photos of the person (they are explained against each other)")
+            raise ConfigError("--person needs at least two photos of the person (each is explained against the others)")
         photos = [read_image(p).rgb for p in files]
         hashes = [sha256_file(p) for p in files]
         person, profile = build_person(name, photos, models=self.models, settings=self.settings,

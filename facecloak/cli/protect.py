@@ -32,9 +32,17 @@ from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
 
 if TYPE_CHECKING:
+    from facecloak.io import InputImage
     from facecloak.protect import Person
 
 stderr = Console(stderr=True)
+
+# Formats facecloak reads but does not write (animations, legacy bitmaps): their protected copies are PNG,
+# which is lossless and keeps transparency.
+_READ_ONLY_SUFFIXES = frozenset({".gif", ".bmp"})
+# MTCNN's smallest window (P-Net, 12 px): a photo with a shorter side cannot hold a detectable face, so it goes
+# to the no-face policy like any other photo without a face (the detector itself refuses such arrays).
+_SMALLEST_FACE_SIDE = 12
 
 
 class NoFacePolicy(str, Enum):
@@ -236,17 +244,26 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
     output_path_for(Path("/check.png"), Path("/"), Path("/facecloak-check"), suffix=o.suffix, format=o.format)
 
 
-def _collect(paths: list[Path], o: ProtectOptions, *, recursive: bool, follow_symlinks: bool) -> list[Any]:
+def _collect(paths: list[Path], o: ProtectOptions, *, recursive: bool, follow_symlinks: bool) -> list[InputImage]:
     """The photos to protect, without our own earlier outputs (by suffix) and without anything under `-o`."""
     from facecloak.io import find_images
 
     found = find_images(paths, recursive=recursive, follow_symlinks=follow_symlinks)
     out = Path(os.path.abspath(o.out)) if o.out is not None else None
-    items = [
-        i for i in found
-        if not (o.suffix and i.path.stem.endswith(o.suffix))
-        and not (out is not None and Path(os.path.abspath(i.path)).is_relative_to(out))
-    ]  # fmt: skip
+
+    def is_earlier_output(item: InputImage) -> bool:
+        if o.suffix and item.path.stem.endswith(o.suffix):
+            return True
+        # An output folder inside the walked tree (not the tree itself) holds outputs, whatever their names.
+        root = Path(os.path.abspath(item.root))
+        return (
+            out is not None
+            and out != root
+            and out.is_relative_to(root)
+            and os.path.abspath(item.path).startswith(f"{out}{os.sep}")
+        )
+
+    items = [i for i in found if not is_earlier_output(i)]
     if not items:
         raise FacecloakError(
             "no photos found in the given paths"
@@ -336,7 +353,7 @@ class _Runner:
         out_dir = o.out if o.out is not None else root
         target: Path | None = None
         try:
-            target = output_path_for(path, root, out_dir, suffix=o.suffix, format=o.format)
+            target = output_path_for(path, root, out_dir, suffix=o.suffix, format=self._format(path))
             if target.exists() and not o.overwrite:
                 return PhotoReport(str(path), str(target), "exists", message="output exists (use --overwrite)")
             if o.dry_run:
@@ -358,6 +375,10 @@ class _Runner:
             report = PhotoReport(str(path), None, "failed", message=f"unexpected error ({detail}); please report it")
         return _with_seconds(report, time.perf_counter() - start)
 
+    def _format(self, path: Path) -> str | None:
+        """The output format: --format, else the input's own (None), PNG for formats facecloak cannot write."""
+        return self.o.format or ("PNG" if path.suffix.lower() in _READ_ONLY_SUFFIXES else None)
+
     def _side_files(self, target: Path) -> tuple[str, ...]:
         names = [".mask.png"] * self.o.save_mask + [".heatmap.png"] * self.o.save_heatmap
         return tuple(str(target.with_name(target.stem + n)) for n in names)
@@ -369,8 +390,10 @@ class _Runner:
         o = self.o
         photo = read_image(path, max_pixels=o.max_pixels)
         frames_note = f"first of {photo.n_frames} frames protected" if photo.n_frames > 1 else ""
+        too_small = min(photo.height, photo.width) < _SMALLEST_FACE_SIDE
         result = protect(
             photo.rgb,
+            faces=[] if too_small else None,
             models=self.models,
             budget=o.budget,
             fill=o.fill,
@@ -387,7 +410,7 @@ class _Runner:
                 target,
                 rgb,
                 alpha=photo.alpha,
-                format=o.format,
+                format=self._format(path),
                 jpeg_quality=o.jpeg_quality,
                 keep_metadata=o.keep_metadata,
                 keep_gps=o.keep_gps,

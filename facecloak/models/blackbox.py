@@ -25,6 +25,7 @@ import torch
 
 from facecloak.errors import ConfigError, FacecloakError, ImageError
 from facecloak.models import MODELS, load_model
+from facecloak.models.pull import read_record
 from leam.registry import Registry, UnknownNameError
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
@@ -42,6 +43,8 @@ class Recogniser:
     template: str
     input_size: int
     embed_fn: EmbedFn = field(repr=False, compare=False)
+    # Keys on-disk embedding caches (`facecloak.pipeline`); None = do not cache this recogniser's outputs.
+    cache_tag: str | None = None
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         s = self.input_size
@@ -194,7 +197,9 @@ def differentiable_recogniser(model_id: str, *, batch_size: int = 32, device: st
                 outputs.append(module(x).float().cpu().numpy())
         return np.concatenate(outputs)
 
-    return Recogniser(id=spec.id, template=spec.template, input_size=spec.input_size, embed_fn=embed)
+    record = read_record(spec.id) or {}
+    tag = f"{spec.id}-{str(record.get('weights_sha256', ''))[:16]}" if record else None
+    return Recogniser(id=spec.id, template=spec.template, input_size=spec.input_size, embed_fn=embed, cache_tag=tag)
 
 
 def get_recogniser(name: str) -> Recogniser:
