@@ -45,7 +45,7 @@ from torch import nn
 import leam
 from bench import controls as ctl
 from bench.config import LEAVE_ONE_OUT, Recipe, SourceSpec, is_transfer, resolve_layers
-from bench.data import BenchPhoto, BenchSet, common_matrix, face_regions, genuine_pairs, prepare
+from bench.data import BenchPhoto, BenchSet, common_matrix, detector_settings, face_regions, genuine_pairs, prepare
 from bench.report import (
     MAIN_BUDGET,
     PAPER_TRANSFER,
@@ -153,8 +153,6 @@ def default_backend(*, use_cache: bool = True) -> Backend:
         return differentiable_recogniser(name) if name in MODELS else get_recogniser(name)
 
     detector = load_detector("mtcnn")
-    from bench.data import detector_settings
-
     det_key = hashlib.sha256(json.dumps(detector_settings(detector), sort_keys=True).encode()).hexdigest()[:8]
 
     def cache_tag(name: str) -> str | None:
