@@ -103,16 +103,25 @@ def _antialias_factors(matrices: np.ndarray) -> list[float]:
     return [2.0 * s if s < 0.5 else 1.0 for s in scales]
 
 
-def _cosines(sources: Sequence[SourceModel], x: torch.Tensor, grids: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _cosines(
+    sources: Sequence[SourceModel], x: torch.Tensor, grids: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Cosine of each face (as each source model sees it) to its reference, differentiable w.r.t. `x`."""
     out = {}
     h, w = x.shape[-2:]
+    shrunk: dict[tuple[int, int], torch.Tensor] = {}  # one area-downscale per size per step, shared by models
     for s in sources:
         crops = []
         for i, factor in enumerate(_antialias_factors(s.matrices)):
             # Same anti-aliasing as `align`: normalised grid coordinates do not depend on the resolution.
-            xi = x if factor == 1.0 else F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))),
-                                                       mode="area")
+            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            if factor == 1.0:
+                xi = x
+            else:
+                key = (size[0] // 2 * 2, size[1] // 2 * 2) if min(size) > 4 else size  # merge near-equal sizes
+                if key not in shrunk:
+                    shrunk[key] = F.interpolate(x, size=key, mode="area")
+                xi = shrunk[key]
             crops.append(F.grid_sample(xi, grids[s.id][i : i + 1], mode="bilinear", padding_mode="zeros",
                                        align_corners=False))
         out[s.id] = F.cosine_similarity(s.module(torch.cat(crops)), s.references, dim=1)
@@ -133,7 +142,7 @@ def cloak(
     if not mask.any() or not sources or settings.steps == 0:
         return image.copy(), 0
     x0, y0, w, h = _window(mask, sources, image.shape[:2])
-    patch = torch.from_numpy(image[y0 : y0 + h, x0 : x0 + w]).permute(2, 0, 1).float()[None]
+    patch = torch.from_numpy(np.array(image[y0 : y0 + h, x0 : x0 + w])).permute(2, 0, 1).float()[None]
     m = torch.from_numpy(mask[y0 : y0 + h, x0 : x0 + w]).float()[None, None]
     grids = {s.id: torch.cat([crop_grid(mt, (x0, y0, w, h), s.size) for mt in s.matrices]) for s in sources}
     gen = torch.Generator().manual_seed(seed)

@@ -48,7 +48,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def run_demo(out: Path, *, fill: str = "cloak", budget: float = 2.0, seed: int = 0) -> None:
     out = Path(out)
     held_out = [m for m in MODELS if m not in DEFAULT_MODELS]
-    table = Table(title=f"facecloak demo: fill={fill}, budget={budget} % of face pixels, sources={','.join(DEFAULT_MODELS)}")
+    sources = ",".join(DEFAULT_MODELS)
+    table = Table(title=f"facecloak demo: fill={fill}, budget={budget} % of face pixels, sources={sources}")
     table.add_column("photo")
     table.add_column("face", justify="right")
     for m in [*DEFAULT_MODELS, *held_out]:

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 import leam
-
 from facecloak.align import align, warp_to_photo
 from facecloak.cloak import CloakSettings, SourceModel, cloak
 from facecloak.errors import ConfigError
@@ -238,7 +237,10 @@ def build_person(
     settings = settings or LeamSettings()
     detector = detector or default_detector()
     hashes = list(photo_hashes) if photo_hashes is not None else [str(i) for i in range(len(photos))]
-    found = [(img, h, max(detector.detect(img), key=lambda f: f.area, default=None)) for img, h in zip(photos, hashes, strict=True)]
+    found = [
+        (img, h, max(detector.detect(img), key=lambda f: f.area, default=None))
+        for img, h in zip(photos, hashes, strict=True)
+    ]
     usable = [(img, h, f) for img, h, f in found if f is not None]
     if not usable:
         raise ConfigError(f"no face found in any of the {len(photos)} photos of {name!r}")

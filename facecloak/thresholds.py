@@ -56,7 +56,9 @@ def load_thresholds(recogniser: str) -> Thresholds | None:
     for table, origin in ((user, "user cache"), (_shipped(), "shipped")):
         if recogniser in table:
             d = table[recogniser]
-            return Thresholds(recogniser, dict(d["at_far"]), d["n_impostor"], d["n_photos"], d["data"], d["seed"], origin)
+            return Thresholds(
+                recogniser, dict(d["at_far"]), d["n_impostor"], d["n_photos"], d["data"], d["seed"], origin
+            )
     return None
 
 

@@ -70,7 +70,8 @@ def ten_fold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -
 def pair_scores(
     embeddings: np.ndarray, identities: Sequence[str], *, max_impostor: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine scores (all same-person pairs) and impostor scores (all, or a seeded sample of, different-person pairs)."""
+    """Genuine scores (all same-person pairs) and impostor scores (all, or a seeded sample, of different-person
+    pairs)."""
     ids = np.asarray(identities)
     sims = cosine_matrix(embeddings, embeddings)
     iu, ju = np.triu_indices(len(ids), k=1)

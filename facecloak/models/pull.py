@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch import nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from facecloak import paths
 from facecloak.errors import ChecksumError, ModelNotPulledError, PullError
