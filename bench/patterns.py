@@ -46,6 +46,7 @@ from facecloak.parse import REGIONS, face_region, region_shares
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 TEST_NAME = "Mann-Whitney U, one-sided (same > different), pairs treated as independent"
 MAX_DIFFERENT_PAIRS = 5000
+N_IMPOSTORS = 5  # impostor centroids per face for the `contrast` target
 ENSEMBLE = "ensemble"
 _CHUNK = 512  # pairs per BC batch: (512, 112, 112) float64 twice is ~100 MB
 
@@ -472,7 +473,8 @@ def run_patterns(
     """Run the analyses on the labelled set in `data`, write OUT/patterns.json, patterns.md and figures/.
 
     overrides: `LeamSettings` fields (method, layers, selection, budget, common_template, ...); the target is the
-    leave-one-out reference unless overridden. Returns the payload written to patterns.json.
+    leave-one-out reference unless overridden (`contrast` subtracts 5 seeded impostor centroids of other people).
+    Returns the payload written to patterns.json.
     """
     from facecloak.models import MODELS, get_spec
 
@@ -495,7 +497,9 @@ def run_patterns(
     timing: dict[str, float] = {}
     for m in progress(model_ids):
         t0 = time.perf_counter()
-        mm = maps_for(m, faces, settings, embeddings[m])
+        impostors = (impostor_centroids(embeddings[m], ids, N_IMPOSTORS, np.random.default_rng([seed, 7]))
+                     if settings.target == "contrast" else None)
+        mm = maps_for(m, faces, settings, embeddings[m], impostors=impostors)
         timing[m] = (time.perf_counter() - t0) / len(ids)
         overall[m] = mm.overall
         blocks[m] = analyse_model(mm.overall, faces.labels, pairs, budget=settings.budget,

@@ -43,6 +43,7 @@ import numpy as np
 
 from bench.controls import control_rng, other_person_index, random_scatter, random_shape
 from bench.patterns import (
+    N_IMPOSTORS,
     FaceData,
     PairSet,
     compare,
@@ -65,7 +66,6 @@ FACTORS: dict[str, tuple[str, ...]] = {
     "target": ("reference", "flip", "contrast"),
 }
 KINDS = ("leam", "random_scatter", "random_shape", "other_person")
-N_IMPOSTORS = 5
 
 
 @dataclass(frozen=True)
