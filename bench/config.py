@@ -146,9 +146,9 @@ class DataConfig:
 class LeamConfig:
     """How masks are made (see docs LEAM.md). `layers` is "default" or a tuple of layer names / tokens."""
 
-    method: str = "gradcam"
+    method: str = "layercam"  # chosen by measurement: bench/results/variants
     layers: str | tuple[str, ...] = "default"
-    target: str = "reference"
+    target: str = "contrast"
     selection: str = "topk"
     grid: tuple[int, int] = (8, 8)  # cells (rows, cols) of the `stratified` selection
     gamma: float = 1.0  # exponent of the `sampled` selection

@@ -15,6 +15,11 @@ Protocol (docs LEAM.md, "Validation occlusion" and "Beyond the paper"; issue 5):
 4. Genuine pairs (probe i, clean reference j): Δcos = cos(T(x_i), T(x_j)) − cos(T(protected x_i), T(x_j)); dodging
    at each FAR per pair and per photo; PSNR / SSIM / changed share of the protected probe inside its face box;
    per-gender splits; mean / std / 95 % bootstrap interval / n of every metric (bench.stats.summaries).
+5. Robustness (recipe `[robustness] defences`): every decoded probe variant is additionally passed through each
+   defence (bench.defences: JPEG, resize, blur applied to the whole photo; inpainting of exactly that variant's
+   mask) and evaluated like step 4; each (source, target, budget, fill) then has one cell per defence, `defence`
+   set ("none" = the photo as written). A defended cell also carries the variant `defence-only` for the blind
+   defences: the clean probe under the same defence, i.e. what the defence alone does to recognition.
 
 Each finished unit is written to OUT/cells/ as a JSON shard keyed by the recipe's cell fingerprint, the data and
 the unit's names; a rerun skips finished shards and computes only what is missing (e.g. an added target).
@@ -44,10 +49,12 @@ from torch import nn
 
 import leam
 from bench import controls as ctl
-from bench.config import LEAVE_ONE_OUT, Recipe, SourceSpec, is_transfer, resolve_layers
+from bench.config import LEAVE_ONE_OUT, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
 from bench.data import BenchPhoto, BenchSet, common_matrix, detector_settings, face_regions, genuine_pairs, prepare
+from bench.defences import apply_defence
 from bench.report import (
     MAIN_BUDGET,
+    NO_DEFENCE,
     PAPER_TRANSFER,
     delta_key,
     dodge_key,
@@ -76,6 +83,8 @@ from facecloak.verify import cosine_matrix, threshold_at_far
 Progress = Callable[..., Iterable[Any]]  # progress(items, description) -> the same items, e.g. progress_iter
 CLOAK = "cloak"
 LEAM = "leam"
+NONE = "none"  # the defence name of the protected photo as written (no further processing)
+DEFENCE_ONLY = "defence-only"  # variant: the clean photo under the defence (what the defence alone costs)
 IMPOSTOR_CENTROIDS = 8  # other people's centroids used by the `contrast` LEAM target
 MAP_BATCH = 16
 
@@ -237,15 +246,23 @@ def unit_key(recipe: Recipe, data_fingerprint: str, parser: str, source: str, fi
 
 @dataclass
 class _Probe:
-    """What one protected probe photo gives the targets: crops per template and variant, and quality numbers."""
+    """What one protected probe photo gives the targets: crops per template, defence and variant, and the
+    quality numbers of its LEAM variant per defence (vs the original photo, inside the face box)."""
 
     index: int
-    crops: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # template -> variant -> (S, S, 3)
-    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> psnr/ssim/changed_share
+    # template -> defence -> variant -> (S, S, 3) uint8 crop
+    crops: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # defence -> psnr/ssim/changed_share
+    variants: list[str] = field(default_factory=list)  # LEAM first, then the controls
     template_pixels: int = 0
     photo_pixels: int = 0
     cloak_steps: int = 0
-    redetect_failed: int = 0
+    redetect_failed: dict[str, int] = field(default_factory=dict)  # defence -> 1 when the LEAM variant lost its face
+
+
+def cell_key(target: str, defence: str) -> str:
+    """Key of a cell inside a unit's shard: the target, with the defence after a `|` when there is one."""
+    return target if defence == NONE else f"{target}|{defence}"
 
 
 class TransferRun:
@@ -279,7 +296,10 @@ class TransferRun:
         self._embeddings: dict[str, np.ndarray] = {}
         self._maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._thresholds: dict[str, tuple[dict[float, float], str]] = {}
+        self._defended_clean: dict[tuple[str, str], np.ndarray] = {}
         self.pool = recipe.pool()
+        self.defences: tuple[Defence, ...] = recipe.robustness.parsed() if recipe.robustness else ()
+        self.defence_names: tuple[str, ...] = (NONE, *(d.name for d in self.defences))
 
     # --- cached per-photo inputs ------------------------------------------------------------------------------
 

@@ -152,11 +152,12 @@ def _maps_for(
 
 
 def _with_target(settings: LeamSettings, target: str) -> LeamSettings:
-    if settings.target not in ("auto", target):
-        if settings.target == "contrast":
-            raise ConfigError("explain supports the reference and flip targets; contrast needs impostor photos")
-        if settings.target == "reference":
-            raise ConfigError("the reference target needs other photos of the person: give several and --person")
+    """`target` is what the face allows (reference with other photos, else flip). The contrast target works with
+    both (it falls back to the mirrored crop and the bundled impostor bank), so it is kept as chosen."""
+    if settings.target == "contrast":
+        return settings
+    if settings.target not in ("auto", target) and settings.target == "reference":
+        raise ConfigError("the reference target needs other photos of the person: give several and --person")
     return LeamSettings(**{**settings.__dict__, "target": target})
 
 

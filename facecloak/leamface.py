@@ -29,14 +29,16 @@ class LeamSettings:
     budget            percent of the face-region pixels of the common template to select (0, 100].
     layers            "default" (each model's spec) or explicit dotted names (applied to every model; "input"
                       is the gradient x input pseudo-layer), or a mapping model id -> names.
-    target            auto (reference when references are given, else flip), reference, flip, contrast.
+    target            contrast (default: reference minus impostor centroids; without references the mirrored
+                      crop is the reference, without impostors the bundled bank of `facecloak.impostors`),
+                      auto (reference when references are given, else flip), reference, flip.
     selection         topk, stratified (grid cells in proportion to relevance), sampled (probability ~ P^gamma).
     restrict_to_face  select only inside the parsed face region.
     """
 
-    method: str = "gradcam"
+    method: str = "layercam"
     layers: str | tuple[str, ...] | Mapping[str, tuple[str, ...]] = "default"
-    target: str = "auto"
+    target: str = "contrast"
     selection: str = "topk"
     budget: float = 1.0
     restrict_to_face: bool = True
@@ -93,11 +95,16 @@ def make_target(
     references: torch.Tensor | None,
     impostors: torch.Tensor | None,
 ) -> leam.Target:
-    """Identity target for the crops `x`: references are (N, D) per-face identity embeddings (not this photo's)."""
+    """Identity target for the crops `x`: references are (N, D) per-face identity embeddings (not this photo's).
+
+    contrast without references uses the mirrored crop's embedding as the identity reference.
+    """
     if kind == "auto":
         kind = "reference" if references is not None else "flip"
     if kind == "flip":
         return leam.flip_target(model, x)
+    if kind == "contrast" and references is None:
+        references = leam.flip_target(model, x).reference
     if references is None:
         raise ConfigError(f"LEAM target {kind!r} needs reference embeddings (other photos of the person)")
     if kind == "reference":
@@ -119,6 +126,12 @@ def model_maps(
     """LEAM maps of `crops` (uint8 (N, s, s, 3) in the model's template) in the common template."""
     spec = get_spec(model_id)
     x = to_tensor(crops)
+    if settings.target == "contrast" and impostors is None:
+        from facecloak.impostors import impostors_for
+
+        refs = references if references is not None else leam.flip_target(model, x).reference
+        impostors = impostors_for(model_id, model, refs)
+        references = refs
     target = make_target(settings.target, model, x, references, impostors)
     layers = settings.layers_for(model_id)
     rel = leam.compute_relevance(model, x, target, layers, settings.method, batch_size=settings.batch_size)

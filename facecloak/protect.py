@@ -252,7 +252,9 @@ def build_person(
         unit = torch.nn.functional.normalize(emb, dim=1)
         refs[m] = torch.nn.functional.normalize(unit.mean(0), dim=0).numpy()
         loo = leam.reference_target(emb).reference if len(usable) >= 2 else None
-        per_photo = LeamSettings(**{**settings.__dict__, "target": "reference" if loo is not None else "flip"})
+        # With one photo there is no "other photos" centroid: reference falls back to the mirrored photo.
+        single = loo is None and settings.target == "reference"
+        per_photo = LeamSettings(**{**settings.__dict__, "target": "flip"}) if single else settings
         maps.append(model_maps(m, cached_model(m), crops, per_photo, references=loo))
     mean = ensemble(maps).mean(0)
     profile = leam.Profile(
@@ -261,7 +263,7 @@ def build_person(
         model_ids=tuple(models),
         layers=(),
         method=settings.method,
-        target="reference" if len(usable) >= 2 else "flip",
+        target=settings.target,
         photo_hashes=tuple(h for _, h, _ in usable),
         template=settings.common_template,
         n_photos=len(usable),

@@ -65,7 +65,7 @@ def test_defaults_fill_what_the_recipe_leaves_out() -> None:
     r = build()
     assert r.budgets == (0.5, 1.0, 2.0, 5.0)
     assert r.fills == ("black",)
-    assert r.leam.method == "gradcam" and r.leam.layers == "default"
+    assert r.leam.method == "layercam" and r.leam.layers == "default" and r.leam.target == "contrast"
     assert r.data.identities is None and r.data.min_photos == 2
     assert r.robustness is None
 

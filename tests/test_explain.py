@@ -43,7 +43,7 @@ def _photo_and_face() -> tuple[np.ndarray, Face]:
 
 def _explain(**kwargs):
     photo, face = _photo_and_face()
-    settings = kwargs.pop("settings", LeamSettings(layers=("conv1", "conv2"), budget=2.0))
+    settings = kwargs.pop("settings", LeamSettings(layers=("conv1", "conv2"), budget=2.0, target="auto"))
     return photo, face, explain_faces(photo, [face], models=["mbf-arc"], parser=Landmarks5Parser(),
                                       settings=settings, load_model=lambda _: TinyNet(), **kwargs)
 
