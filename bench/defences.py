@@ -24,6 +24,7 @@ from PIL import Image
 from bench.config import Defence
 from leam.registry import Registry
 
+MASK_AWARE = frozenset({"inpaint-mask"})  # kinds that read the mask; the others are blind whole-photo processing
 INPAINT_RADIUS = 3.0  # px, OpenCV Telea: the same radius as the `inpaint` fill, so the defender's guess is a good one
 
 
@@ -90,9 +91,9 @@ def inpaint_mask(image: np.ndarray, *, mask: np.ndarray, value: float | None = N
     """The adaptive defender who knows the mask: exactly the masked pixels are inpainted from their surroundings
     (OpenCV Telea, radius 3 px); every other pixel is kept byte for byte.
 
-    Telea never reads the masked pixels' own values, so the result does not depend on how they were filled: a
-    black-filled and an inpaint-filled photo come back identical. An empty mask returns a copy; a mask covering
-    the whole photo leaves nothing to inpaint from and also returns a copy.
+    Telea fills each masked pixel from the known pixels around it, so the result hardly depends on how the mask
+    was filled: a black-filled and an inpaint-filled photo come back (almost) identical. An empty mask returns a
+    copy; a mask covering the whole photo leaves nothing to inpaint from and also returns a copy.
     """
     _check(image, mask)
     if not mask.any() or mask.all():
@@ -108,4 +109,5 @@ def apply_defence(defence: Defence, image: np.ndarray, mask: np.ndarray) -> np.n
     return DEFENCES.get(defence.kind)(image, mask=mask, value=defence.value)
 
 
-__all__ = ["DEFENCES", "INPAINT_RADIUS", "DefenceFn", "apply_defence", "blur", "inpaint_mask", "jpeg", "resize"]
+__all__ = ["DEFENCES", "INPAINT_RADIUS", "MASK_AWARE", "DefenceFn", "apply_defence", "blur", "inpaint_mask", "jpeg",
+           "resize"]

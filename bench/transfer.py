@@ -36,7 +36,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -51,7 +51,7 @@ import leam
 from bench import controls as ctl
 from bench.config import LEAVE_ONE_OUT, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
 from bench.data import BenchPhoto, BenchSet, common_matrix, detector_settings, face_regions, genuine_pairs, prepare
-from bench.defences import apply_defence
+from bench.defences import MASK_AWARE, apply_defence
 from bench.report import (
     MAIN_BUDGET,
     NO_DEFENCE,
@@ -460,14 +460,34 @@ class TransferRun:
         writable = image if image.flags.writeable else image.copy()
         return cloak(writable, mask, sources, settings, seed=int(rng.integers(2**31)))
 
+    def _eval_face(self, image: np.ndarray, photo: BenchPhoto) -> tuple[Face, bool]:
+        """The face a recogniser sees in `image` (a processed copy of `photo`): the original detection, or with
+        `evaluation.redetect` the re-detection overlapping it best. Returns (face, found); when re-detection
+        finds nothing that overlaps (IoU <= 0.3), the original detection is used and found is False."""
+        if not self.recipe.evaluation.redetect:
+            return photo.face, True
+        found = self.backend.detector.detect(image)
+        best = max(found, key=lambda f: _iou(f.box, photo.face.box), default=None)
+        if best is not None and _iou(best.box, photo.face.box) > 0.3:
+            return best, True
+        return photo.face, False
+
+    def _defended(self, decoded: np.ndarray, mask: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+        """(defence name, photo) for "none" (the decoded photo itself) and every defence of the recipe."""
+        yield NONE, decoded
+        for d in self.defences:
+            yield d.name, apply_defence(d, decoded, mask)
+
     def protect_probe(
         self, members: tuple[str, ...], fill: str, budget: float, index: int, templates: Iterable[str]
     ) -> _Probe:
-        """Every variant of one probe, protected, encoded and decoded, aligned to each template."""
+        """Every variant of one probe, protected, encoded and decoded, through every defence, aligned to each
+        template. The defences see the whole photo and (inpaint-mask) exactly the pixels of that variant's mask."""
         photo = self.data.photos[index]
         image = self.read(photo.path)
         matrix = common_matrix(photo, self.common)
         ev = self.recipe.evaluation
+        templates = list(templates)
         probe = _Probe(index)
         box = face_box_slices(photo.face, photo.shape)
         masks = self.template_masks(members, index, budget)
@@ -475,28 +495,45 @@ class TransferRun:
             pmask = warp_to_photo(tmask, matrix, image.shape, interpolation="nearest").astype(bool)
             protected, steps = self._fill(image, pmask, fill, members, photo, budget, variant)
             decoded = encode_decode(protected, ev.format, ev.jpeg_quality)
-            face = photo.face
-            if ev.redetect:
-                found = self.backend.detector.detect(decoded)
-                best = max(found, key=lambda f: _iou(f.box, photo.face.box), default=None)
-                if best is not None and _iou(best.box, photo.face.box) > 0.3:
-                    face = best
-                elif variant == LEAM:
-                    probe.redetect_failed += 1
-            for template in templates:
-                probe.crops.setdefault(template, {})[variant] = align(decoded, face, template).crop
+            probe.variants.append(variant)
             if variant == LEAM:
                 probe.template_pixels = int(tmask.sum())
                 probe.photo_pixels = int(pmask.sum())
                 probe.cloak_steps = steps
-            a, b = image[box], decoded[box]
-            probe.quality[variant] = {"psnr": psnr(a, b), "ssim": ssim(a, b), "changed_share": changed_share(a, b)}
+            for defence, seen in self._defended(decoded, pmask):
+                face, found = self._eval_face(seen, photo)
+                for template in templates:
+                    probe.crops.setdefault(template, {}).setdefault(defence, {})[variant] = align(
+                        seen, face, template).crop
+                if variant == LEAM:  # the cells report the LEAM variant's image quality
+                    probe.redetect_failed[defence] = int(not found)
+                    a, b = image[box], seen[box]
+                    probe.quality[defence] = {"psnr": psnr(a, b), "ssim": ssim(a, b),
+                                              "changed_share": changed_share(a, b)}
         return probe
+
+    def defended_clean(self, target: str, defence: Defence) -> np.ndarray:
+        """(len(self.probes), D) unit embeddings by `target` of the clean probes (encoded and decoded like the
+        protected ones) after the blind `defence`: what the defence alone does. Computed once per pair."""
+        key = (target, defence.name)
+        if key not in self._defended_clean:
+            rec = self.backend.recogniser(target)
+            ev = self.recipe.evaluation
+            crops = []
+            for i in self.probes:
+                photo = self.data.photos[i]
+                decoded = encode_decode(self.read(photo.path), ev.format, ev.jpeg_quality)
+                seen = apply_defence(defence, decoded, np.zeros(decoded.shape[:2], bool))
+                face, _ = self._eval_face(seen, photo)
+                crops.append(align(seen, face, rec.template).crop)
+            self._defended_clean[key] = _unit(rec.embed(np.stack(crops)))
+        return self._defended_clean[key]
 
     # --- cells ------------------------------------------------------------------------------------------------
 
     def unit_cells(self, spec: SourceSpec, fill: str, budget: float, targets: Sequence[str]) -> dict[str, dict]:
-        """Cells of one (source, fill, budget) for `targets`: protected probes are made once per member set."""
+        """Cells of one (source, fill, budget) for `targets`, keyed by `cell_key(target, defence)`: protected
+        probes are made once per member set, every defence's crops embedded in one batch per target."""
         by_members: dict[tuple[str, ...], list[str]] = {}
         for t in targets:
             by_members.setdefault(spec.members(t, self.pool), []).append(t)
@@ -508,17 +545,34 @@ class TransferRun:
             probes = [self.protect_probe(members, fill, budget, i, templates)
                       for i in self.progress(self.probes, what)]
             for t in group_targets:
-                cells[t] = self.cell(spec, members, t, fill, budget, probes)
+                cells.update(self.target_cells(spec, members, t, fill, budget, probes))
         return cells
+
+    def target_cells(
+        self, spec: SourceSpec, members: tuple[str, ...], target: str, fill: str, budget: float,
+        probes: Sequence[_Probe],
+    ) -> dict[str, dict]:
+        """One cell per defence ("none" first) of `target`; all (defence, variant, probe) crops in one batch."""
+        rec = self.backend.recogniser(target)
+        variants = probes[0].variants
+        names = self.defence_names
+        crops = np.stack([p.crops[rec.template][d][v] for d in names for v in variants for p in probes])
+        prot = _unit(rec.embed(crops)).reshape(len(names), len(variants), len(probes), -1)
+        return {cell_key(target, d): self.cell(spec, members, target, fill, budget, probes, d,
+                                               dict(zip(variants, prot[k], strict=True)))
+                for k, d in enumerate(names)}
 
     def cell(
         self, spec: SourceSpec, members: tuple[str, ...], target: str, fill: str, budget: float,
-        probes: Sequence[_Probe],
+        probes: Sequence[_Probe], defence: str, protected: Mapping[str, np.ndarray],
     ) -> dict[str, Any]:
-        rec = self.backend.recogniser(target)
-        variants = list(probes[0].quality)
-        crops = np.stack([p.crops[rec.template][v] for v in variants for p in probes])
-        prot = _unit(rec.embed(crops)).reshape(len(variants), len(probes), -1)
+        """Metrics of one (source, target, budget, fill, defence); `protected`: variant -> (len(probes), D) unit
+        embeddings of the protected probes after that defence."""
+        embs = dict(protected)
+        blind = next((d for d in self.defences if d.name == defence and d.kind not in MASK_AWARE), None)
+        if blind is not None:
+            pos = {i: k for k, i in enumerate(self.probes)}
+            embs[DEFENCE_ONLY] = self.defended_clean(target, blind)[[pos[p.index] for p in probes]]
         clean = _unit(self.embeddings(target))
         row = {p.index: k for k, p in enumerate(probes)}
         pi = np.array([i for i, _ in self.pairs])
@@ -529,17 +583,17 @@ class TransferRun:
         groups = self.groups
         pair_cols: dict[str, np.ndarray] = {}
         photo_cols: dict[str, np.ndarray] = {}
-        for v_i, v in enumerate(variants):
-            after = np.sum(prot[v_i, [row[i] for i in pi]] * clean[pj], axis=1)
+        for v, emb in embs.items():
+            after = np.sum(emb[[row[i] for i in pi]] * clean[pj], axis=1)
             pair_cols[delta_key(v)] = before - after
             # cosine of each protected probe to every clean photo of the same person
-            to_refs = [clean[[j for j in groups[ids[p.index]] if j != p.index]] @ prot[v_i, k]
+            to_refs = [clean[[j for j in groups[ids[p.index]] if j != p.index]] @ emb[k]
                        for k, p in enumerate(probes)]
             for far, thr in thresholds.items():
                 pair_cols[dodge_key(far, v)] = (after < thr).astype(np.float64)
                 photo_cols[dodge_key(far, v, per="photo")] = np.array([float(np.all(c < thr)) for c in to_refs])
         for metric in ("psnr", "ssim", "changed_share"):
-            photo_cols[metric] = np.array([p.quality[LEAM][metric] for p in probes])
+            photo_cols[metric] = np.array([p.quality[defence][metric] for p in probes])
         cell: dict[str, Any] = {
             "source": spec.text, "target": target, "budget": float(budget), "fill": fill,
             "members": list(members), "transfer": spec.text == LEAVE_ONE_OUT or is_transfer(members, target),
@@ -549,10 +603,12 @@ class TransferRun:
             "mask_pixels_template": float(np.mean([p.template_pixels for p in probes])),
             "mask_pixels_photo": float(np.mean([p.photo_pixels for p in probes])),
         }
+        if self.defences:
+            cell["defence"] = defence
         if fill == CLOAK:
             cell["cloak_steps"] = float(np.mean([p.cloak_steps for p in probes]))
         if self.recipe.evaluation.redetect:
-            cell["redetect_failed"] = int(sum(p.redetect_failed for p in probes))
+            cell["redetect_failed"] = int(sum(p.redetect_failed.get(defence, 0) for p in probes))
         stats = summaries(pair_cols, seed=self.recipe.seed)
         finite_psnr = photo_cols["psnr"][np.isfinite(photo_cols["psnr"])]
         stats.update(summaries({k: v for k, v in photo_cols.items() if k != "psnr"}, seed=self.recipe.seed))
@@ -589,7 +645,8 @@ class TransferRun:
             path, key = self.shard_path(spec.text, fill, budget)
             shard = _read_shard(path, key)
             have = shard["cells"] if shard else {}
-            missing = [t for t in self.recipe.targets if t not in have]
+            missing = [t for t in self.recipe.targets
+                       if any(cell_key(t, d) not in have for d in self.defence_names)]
             if not missing:
                 counts["skipped"] += 1
             else:
@@ -601,8 +658,9 @@ class TransferRun:
                 write_results(path.parent, payload, name=path.name)
                 counts["computed"] += 1
             done[(spec.text, fill, budget)] = have
-        cells = [done[(s, f, b)][t] for f in self.recipe.fills for b in self.recipe.budgets
-                 for s in self.recipe.sources for t in self.recipe.targets if t in done[(s, f, float(b))]]
+        cells = [done[(s, f, b)][cell_key(t, d)] for f in self.recipe.fills for b in self.recipe.budgets
+                 for s in self.recipe.sources for t in self.recipe.targets for d in self.defence_names
+                 if cell_key(t, d) in done[(s, f, float(b))]]
         return cells, counts
 
 
@@ -681,11 +739,63 @@ def example_figure(run: TransferRun, path: Path, n: int = 3) -> Path | None:
     return example_grid(photos, masks, path, titles=titles, protected=protected)
 
 
+def _mean_over(cells: Sequence[Mapping[str, Any]], key: str) -> float:
+    values = [float(c[key]) for c in cells if isinstance(c.get(key), int | float) and math.isfinite(c[key])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def robustness_figure(cells: Sequence[Mapping[str, Any]], path: Path, budget: float, far: float) -> Path:
+    """Two panels over the defences ("none" first) at `budget`: Δcos and per-pair dodging at `far` of the LEAM
+    variant, one bar per fill (mean over the (source, target) cells), and the clean photo under the same defence
+    as a black tick (`defence-only`: what the defence alone does). No photos."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bench.report import atomic_write_bytes
+
+    group = [c for c in cells if math.isclose(float(c["budget"]), budget) and c.get("defence")]
+    if not group:
+        raise ValueError(f"no defended cells at budget {budget:g} %")
+    fills = list(dict.fromkeys(str(c["fill"]) for c in group))
+    defences = list(dict.fromkeys(str(c["defence"]) for c in group))
+    fig = Figure(figsize=(1.6 + 1.1 * len(defences), 6.4))
+    width = 0.8 / len(fills)
+    x = np.arange(len(defences))
+    panels = ((LEAM, "Δcos (LEAM mask)", delta_key), (LEAM, f"dodging at FAR {far_label(far)} (pairs)",
+                                                     lambda v: dodge_key(far, v)))
+    for ax, (variant, label, key) in zip(fig.subplots(2, 1, sharex=True), panels, strict=True):
+        for k, fill in enumerate(fills):
+            means = [_mean_over([c for c in group if c["fill"] == fill and c["defence"] == d], key(variant))
+                     for d in defences]
+            ax.bar(x - 0.4 + width * (k + 0.5), means, width, label=fill)
+        only = [_mean_over([c for c in group if c["defence"] == d], key(DEFENCE_ONLY)) for d in defences]
+        ax.scatter(x, only, marker="_", s=900, color="black", label="defence only (clean photo)", zorder=3)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_ylabel(label)
+        if key is not delta_key:  # a share: never below 0
+            ax.set_ylim(bottom=0.0)
+    ax.set_xticks(x, labels=defences, rotation=20)
+    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"Protection after each defence, budget {budget:g} %, mean over (source, target) cells",
+                 fontsize=10)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def write_figures(run: TransferRun, cells: Sequence[Mapping[str, Any]], examples: bool) -> list[str]:
-    """Heatmap(s) of Δcos LEAM − random-scatter, deletion curves, example photos; returns the written names."""
+    """Heatmap(s) of Δcos LEAM − random-scatter, deletion curves, robustness bars (when the recipe has defences),
+    example photos; returns the written names."""
     from bench import figures
 
     written: list[str] = []
+    if run.defences:
+        budgets = sorted({float(c["budget"]) for c in cells})
+        for b in budgets:
+            p = robustness_figure(cells, run.out / f"robustness_{b:g}.png", b, min(run.recipe.evaluation.far))
+            written.append(p.name)
+        cells = [c for c in cells if c.get("defence") in NO_DEFENCE]
     budget = main_budget(cells)
     for fill in run.recipe.fills:
         for control in ("random_scatter", "random_shape"):

@@ -5,9 +5,10 @@ Pure with respect to files: takes and returns arrays. The CLI and the albumentat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -269,3 +270,13 @@ def build_person(
         n_photos=len(usable),
     )
     return Person(name, refs, profile.overall, len(usable)), profile
+
+
+def protect_batch(images: Iterable[np.ndarray], **options: Any) -> Iterator[ProtectResult]:
+    """`protect` over many images, lazily (one result at a time, models loaded once per process).
+
+    Options are those of `protect`; the same `seed` is used for every image, so results do not depend on the
+    batch they were in.
+    """
+    for image in images:
+        yield protect(image, **options)

@@ -105,7 +105,7 @@ def make_photos(root: Path) -> Path:
     rng = np.random.default_rng(7)
     for k, name in enumerate(IDENTITIES):
         base = rng.integers(40, 215, size=(8, 8, 3)).astype(np.float64)
-        big = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((PHOTO, PHOTO), Image.BICUBIC), np.float64)
+        big = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((PHOTO, PHOTO), Image.Resampling.BICUBIC), np.float64)
         (root / name).mkdir(parents=True)
         for n in range(PER_IDENTITY):
             photo = np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
@@ -115,7 +115,7 @@ def make_photos(root: Path) -> Path:
     return root
 
 
-TINY_KNOWN = KnownNames(models=None, blackbox=None, fills=frozenset({"black", "noise", "cloak"}),
+TINY_KNOWN = KnownNames(models=None, blackbox=None, fills=frozenset({"black", "noise", "inpaint", "cloak"}),
                         methods=frozenset({"gradcam", "layercam"}), selections=frozenset({"topk", "stratified"}),
                         templates=frozenset({"arcface112", "dlib150"}), fars=None)
 TINY_RECIPE = {
@@ -242,6 +242,82 @@ def test_an_added_target_computes_only_that_target(photos: Path, tmp_path: Path)
                        photos, tmp_path, backend=tiny_backend(), examples=False)
     assert [c["target"] for c in two["cells"]] == ["tiny-a", "tiny-b"]
     assert two["cells"][0] == one["cells"][0]
+
+
+# --- robustness: defences ------------------------------------------------------------------------------------
+
+DEFENCES = ["jpeg50", "resize50", "blur1", "inpaint-mask"]
+ROBUST = {"sources": ["tiny-a"], "budgets": [5], "fills": ["black", "noise", "inpaint", "cloak"],
+          "controls": ["random-scatter"], "evaluation": {"redetect": True}}
+
+
+@pytest.fixture(scope="module")
+def robust_run(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("robust")
+    recipe = tiny_recipe(**ROBUST, robustness={"defences": DEFENCES})
+    return out, run_transfer(recipe, photos, out, backend=tiny_backend(), examples=False)
+
+
+def _by_defence(payload: dict) -> dict[tuple[str, str, str], dict]:
+    return {(c["fill"], c["target"], c["defence"]): c for c in payload["cells"]}
+
+
+def test_defences_give_one_cell_each_beside_the_undefended_one(robust_run: tuple[Path, dict]) -> None:
+    out, payload = robust_run
+    cells = payload["cells"]
+    assert len(cells) == 4 * 2 * (1 + len(DEFENCES))  # fills x targets x (none + defences)
+    assert [c["defence"] for c in cells[:5]] == ["none", *DEFENCES]
+    for c in cells:
+        for key in ("delta_cos_leam", "delta_cos_random_scatter", "dodge_far_1e-3_leam", "psnr"):
+            assert np.isfinite(c[key]), (key, c["fill"], c["defence"])
+        assert c["redetect_failed"] == 0 and c["n_pairs"] == 12
+        # the blind defences also say what they do to the clean photo; inpaint-mask needs a mask, none is nothing
+        assert ("delta_cos_defence_only" in c) == (c["defence"] in ("jpeg50", "resize50", "blur1"))
+    # the summary and the main tables use the undefended cells only
+    assert payload["summary"]["n_cells"] == 2
+    report = (out / "report.md").read_text()
+    assert "## Robustness" in report and "| inpaint-mask |" in report
+    assert "robustness_5.png" in payload["figures"] and (out / "robustness_5.png").is_file()
+
+
+def test_undefended_cells_equal_a_run_without_defences(
+    robust_run: tuple[Path, dict], photos: Path, tmp_path: Path
+) -> None:
+    plain = run_transfer(tiny_recipe(**{**ROBUST, "fills": ["black", "cloak"]}), photos, tmp_path,
+                         backend=tiny_backend(), examples=False)
+    robust = _by_defence(robust_run[1])
+    for c in json.loads(json.dumps(plain["cells"])):
+        twin = json.loads(json.dumps(robust[(c["fill"], c["target"], "none")]))
+        assert twin.pop("defence") == "none" and twin == c
+
+
+def test_the_defences_do_what_they_say(robust_run: tuple[Path, dict]) -> None:
+    cells = _by_defence(robust_run[1])
+    for t in ("tiny-a", "tiny-b"):
+        # inpainting exactly the mask undoes the fill: black, noise and inpaint fills come back (almost) the same
+        # photo, which is the inpaint fill as written
+        undone = [cells[(f, t, "inpaint-mask")] for f in ("black", "noise", "inpaint")]
+        assert max(c["psnr"] for c in undone) - min(c["psnr"] for c in undone) < 0.5
+        assert cells[("inpaint", t, "inpaint-mask")]["psnr"] == pytest.approx(cells[("inpaint", t, "none")]["psnr"],
+                                                                             abs=0.5)
+        assert cells[("black", t, "inpaint-mask")]["psnr"] > cells[("black", t, "none")]["psnr"] + 3
+        assert abs(cells[("black", t, "inpaint-mask")]["delta_cos_leam"]) < abs(
+            cells[("black", t, "none")]["delta_cos_leam"])
+        # a blind defence changes the whole face box; its clean-photo numbers do not depend on the fill
+        assert cells[("cloak", t, "jpeg50")]["changed_share"] > 0.5 > cells[("cloak", t, "none")]["changed_share"]
+        for d in ("jpeg50", "resize50", "blur1"):
+            only = {cells[(f, t, d)]["delta_cos_defence_only"] for f in ("black", "noise", "inpaint", "cloak")}
+            assert len(only) == 1, (t, d, only)
+
+
+def test_a_finished_robustness_run_resumes_without_computing(robust_run: tuple[Path, dict], photos: Path,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    shutil.copytree(robust_run[0], out)
+    again = run_transfer(tiny_recipe(**ROBUST, robustness={"defences": DEFENCES}), photos, out,
+                         backend=tiny_backend(), examples=False)
+    assert again["environment"]["units_computed"] == 0 and again["environment"]["units_resumed"] == 4
+    assert _cells_only(again) == _cells_only(robust_run[1])
 
 
 # --- pure pieces ----------------------------------------------------------------------------------------------
