@@ -105,7 +105,8 @@ def make_photos(root: Path) -> Path:
     rng = np.random.default_rng(7)
     for k, name in enumerate(IDENTITIES):
         base = rng.integers(40, 215, size=(8, 8, 3)).astype(np.float64)
-        big = np.asarray(Image.fromarray(base.astype(np.uint8)).resize((PHOTO, PHOTO), Image.Resampling.BICUBIC), np.float64)
+        small = Image.fromarray(base.astype(np.uint8))
+        big = np.asarray(small.resize((PHOTO, PHOTO), Image.Resampling.BICUBIC), np.float64)
         (root / name).mkdir(parents=True)
         for n in range(PER_IDENTITY):
             photo = np.clip(big + rng.normal(0, 12, big.shape), 0, 255).astype(np.uint8)
