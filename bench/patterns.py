@@ -400,7 +400,7 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
     from facecloak.align import align
     from facecloak.leamface import model_maps
     from facecloak.models import cached_model, get_spec
-    from facecloak.protect import default_detector
+    from facecloak.protection import default_detector
 
     rows: dict[str, dict[str, np.ndarray]] = {}
     if use_astronaut:

@@ -29,7 +29,7 @@ def _crops(model_id: str, n: int) -> np.ndarray:
 
     from facecloak.align import align
     from facecloak.models import get_spec
-    from facecloak.protect import default_detector
+    from facecloak.protection import default_detector
 
     img = data.astronaut()
     face = default_detector().detect(img)[0]

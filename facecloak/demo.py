@@ -19,7 +19,7 @@ from facecloak.align import align
 from facecloak.io import read_image, write_image
 from facecloak.leamface import embed_crops
 from facecloak.models import MODELS, cached_model, get_spec
-from facecloak.protect import DEFAULT_MODELS, protect
+from facecloak.protection import DEFAULT_MODELS, protect
 from facecloak.thresholds import load_thresholds
 
 console = Console()

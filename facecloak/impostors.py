@@ -25,7 +25,7 @@ FALLBACK_SAME_PERSON_COSINE = 0.5  # used when a model has no calibrated thresho
 @cache
 def _bank_faces() -> tuple[tuple[np.ndarray, object], ...]:
     from facecloak.demo import bundled_photos
-    from facecloak.protect import default_detector
+    from facecloak.protection import default_detector
 
     faces = []
     for image in bundled_photos().values():

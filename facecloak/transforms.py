@@ -3,7 +3,7 @@
 Models are named, not passed, so the transform serialises with `A.to_dict` / `A.from_dict` (import
 `facecloak.transforms` before `A.from_dict`: albumentations finds classes by their registered full name) and
 pickles into DataLoader workers; each process loads the weights it needs the first time it applies the transform
-(`facecloak.models.cached_model`, `facecloak.protect.default_detector`, one copy per process).
+(`facecloak.models.cached_model`, `facecloak.protection.default_detector`, one copy per process).
 
 Budget and fill may be sampled per image from a range / list, using albumentations' seeded generator, so
 `A.Compose(..., seed=s)` gives the same output for the same input. Images without a face pass through
@@ -20,7 +20,7 @@ import albumentations as A
 import numpy as np
 
 from facecloak.errors import ConfigError
-from facecloak.protect import DEFAULT_MODELS, FILL_NAMES
+from facecloak.protection import DEFAULT_MODELS, FILL_NAMES
 
 PARSER_NAMES = ("facemesh", "landmarks5")
 
@@ -103,7 +103,7 @@ class LeamOcclusion(A.ImageOnlyTransform):
         **params: Any,
     ) -> np.ndarray:
         from facecloak.cloak import CloakSettings
-        from facecloak.protect import protect
+        from facecloak.protection import protect
 
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ConfigError(f"LeamOcclusion expects uint8 RGB images (H, W, 3), got {img.dtype} {img.shape}")

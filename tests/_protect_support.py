@@ -25,7 +25,7 @@ def need_weights() -> None:
     """Skip unless the detector and mbf-arc are pulled (the fast settings need nothing else)."""
     from facecloak.errors import FacecloakError
     from facecloak.models import cached_model
-    from facecloak.protect import default_detector
+    from facecloak.protection import default_detector
 
     try:
         default_detector()

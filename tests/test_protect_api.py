@@ -1,4 +1,4 @@
-"""`facecloak.protect.protect`, the Python API under the CLI and the transform (arrays in, arrays out)."""
+"""`facecloak.protect` (facecloak.protection), the Python API under the CLI and the transform (arrays in, arrays out)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from _protect_support import astronaut, need_weights
 
 from facecloak.errors import ConfigError
 from facecloak.parse import get_parser
-from facecloak.protect import protect
+from facecloak.protection import protect
 from leam.registry import UnknownNameError
 
 

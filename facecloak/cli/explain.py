@@ -76,7 +76,7 @@ def explain_command(
     from facecloak.io import find_images
     from facecloak.models import get_spec
     from facecloak.parse import get_parser
-    from facecloak.protect import DEFAULT_MODELS
+    from facecloak.protection import DEFAULT_MODELS
 
     settings = _settings(method, layers, budget, selection)
     model_ids = tuple(parse_names(models) or DEFAULT_MODELS)
@@ -126,7 +126,7 @@ class _Explainer:
         from facecloak.leamface import embed_crops
         from facecloak.models import cached_model, get_spec
         from facecloak.models.pull import sha256_file
-        from facecloak.protect import build_person
+        from facecloak.protection import build_person
 
         if len(files) < 2:
             raise ConfigError("--person needs at least two photos of the person (each is explained against the others)")

@@ -33,7 +33,7 @@ from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceErro
 
 if TYPE_CHECKING:
     from facecloak.io import InputImage
-    from facecloak.protect import Person
+    from facecloak.protection import Person
 
 stderr = Console(stderr=True)
 
@@ -228,7 +228,7 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
     from facecloak.io import output_path_for
     from facecloak.leamface import LeamSettings
     from facecloak.models import get_spec
-    from facecloak.protect import FILL_NAMES
+    from facecloak.protection import FILL_NAMES
 
     if o.keep_gps and not o.keep_metadata:
         raise ConfigError("--keep-gps only makes sense with --keep-metadata")
@@ -307,7 +307,7 @@ class _Runner:
 
     def __init__(self, options: ProtectOptions) -> None:
         from facecloak.cloak import CloakSettings
-        from facecloak.protect import DEFAULT_MODELS
+        from facecloak.protection import DEFAULT_MODELS
 
         self.o = options
         self.models: tuple[str, ...] = options.models or DEFAULT_MODELS
@@ -332,7 +332,7 @@ class _Runner:
         from facecloak import paths
         from facecloak.io import find_images, read_image
         from facecloak.models.pull import sha256_file
-        from facecloak.protect import build_person
+        from facecloak.protection import build_person
 
         files = [i.path for i in find_images([folder])]
         photos = [read_image(p, max_pixels=self.o.max_pixels).rgb for p in files]
@@ -385,7 +385,7 @@ class _Runner:
 
     def _protect(self, path: Path, target: Path) -> PhotoReport:
         from facecloak.io import read_image, write_image
-        from facecloak.protect import protect, similarities
+        from facecloak.protection import protect, similarities
 
         o = self.o
         photo = read_image(path, max_pixels=o.max_pixels)

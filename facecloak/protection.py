@@ -1,4 +1,5 @@
-"""`facecloak.protect`: detect faces, find the pixels recognition relies on most, change only those.
+"""`facecloak.protect` (defined here, in `facecloak.protection`): detect faces, find the pixels that recognition
+relies on most, change only those.
 
 Pure with respect to files: takes and returns arrays. The CLI and the albumentations transform are thin shells.
 """
