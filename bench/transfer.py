@@ -14,7 +14,9 @@ Protocol (docs LEAM.md, "Validation occlusion" and "Beyond the paper"; issue 5):
    user's photo would be, aligned with the original detection (or re-detected) and embedded by every target.
 4. Genuine pairs (probe i, clean reference j): Δcos = cos(T(x_i), T(x_j)) − cos(T(protected x_i), T(x_j)); dodging
    at each FAR per pair and per photo; PSNR / SSIM / changed share of the protected probe inside its face box;
-   per-gender splits; mean / std / 95 % bootstrap interval / n of every metric (bench.stats.summaries).
+   per-gender splits; mean / std / 95 % bootstrap interval / n of every metric (bench.stats.summaries). Every
+   cell also gives the dodging shares of the clean probes (variant `clean`, the target's false rejections), the
+   floor a protected share is read against.
 5. Robustness (recipe `[robustness] defences`): every decoded probe variant is additionally passed through each
    defence (bench.defences: JPEG, resize, blur applied to the whole photo; inpainting of exactly that variant's
    mask) and evaluated like step 4; each (source, target, budget, fill) then has one cell per defence, `defence`
@@ -84,6 +86,7 @@ Progress = Callable[..., Iterable[Any]]  # progress(items, description) -> the s
 CLOAK = "cloak"
 LEAM = "leam"
 NONE = "none"  # the defence name of the protected photo as written (no further processing)
+CLEAN = "clean"  # variant: the unprotected probe (its dodging share is the target's false-reject rate)
 DEFENCE_ONLY = "defence-only"  # variant: the clean photo under the defence (what the defence alone costs)
 IMPOSTOR_CENTROIDS = 8  # other people's centroids used by the `contrast` LEAM target
 MAP_BATCH = 16
@@ -645,6 +648,9 @@ class TransferRun:
             path, key = self.shard_path(spec.text, fill, budget)
             shard = _read_shard(path, key)
             have = shard["cells"] if shard else {}
+            # a target calibrated since its cells were computed is computed again
+            have = {k: c for k, c in have.items()
+                    if c["target"] not in self.recipe.targets or self._same_thresholds(c)}
             missing = [t for t in self.recipe.targets
                        if any(cell_key(t, d) not in have for d in self.defence_names)]
             if not missing:
@@ -658,10 +664,35 @@ class TransferRun:
                 write_results(path.parent, payload, name=path.name)
                 counts["computed"] += 1
             done[(spec.text, fill, budget)] = have
-        cells = [done[(s, f, b)][cell_key(t, d)] for f in self.recipe.fills for b in self.recipe.budgets
+        # every kept cell was computed with today's thresholds (`_same_thresholds`), so the floors match it
+        cells = [{**done[(s, f, b)][cell_key(t, d)], **self.clean_dodging(t)}
+                 for f in self.recipe.fills for b in self.recipe.budgets
                  for s in self.recipe.sources for t in self.recipe.targets for d in self.defence_names
                  if cell_key(t, d) in done[(s, f, float(b))]]
         return cells, counts
+
+    def _same_thresholds(self, cell: Mapping[str, Any]) -> bool:
+        """True when a stored cell was computed with the thresholds its target has now (a calibration done
+        between two runs changes every dodging share, so such a cell is recomputed)."""
+        now, _ = self.thresholds(str(cell["target"]))
+        stored = cell.get("thresholds") or {}
+        return all(far_label(f) in stored and math.isclose(float(stored[far_label(f)]), t, rel_tol=1e-9)
+                   for f, t in now.items())
+
+    def clean_dodging(self, target: str) -> dict[str, float]:
+        """Dodging shares of the unprotected probes (variant `clean`: the target's false rejections at each FAR),
+        per pair and per photo: the floor every protected share is read against. The same for every cell of a
+        target, so they are added when the cells are assembled (resumed shards get them too)."""
+        clean = _unit(self.embeddings(target))
+        thresholds, _ = self.thresholds(target)
+        cos = np.array([float(clean[i] @ clean[j]) for i, j in self.pairs])
+        ids = [p.identity for p in self.data.photos]
+        to_refs = [clean[[j for j in self.groups[ids[i]] if j != i]] @ clean[i] for i in self.probes]
+        out: dict[str, float] = {}
+        for far, thr in thresholds.items():
+            out[dodge_key(far, CLEAN)] = float(np.mean(cos < thr))
+            out[dodge_key(far, CLEAN, per="photo")] = float(np.mean([np.all(c < thr) for c in to_refs]))
+        return out
 
 
 def _read_shard(path: Path, key: str) -> dict | None:

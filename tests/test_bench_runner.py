@@ -7,6 +7,7 @@ thresholds derived from the set itself. The real-weights test runs the `quick` r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -34,6 +35,7 @@ from bench.transfer import (
 from facecloak.align import ARCFACE_112
 from facecloak.models.blackbox import Recogniser
 from facecloak.parse import get_parser
+from facecloak.thresholds import Thresholds
 from facecloak.types import Face
 
 PHOTO = 160
@@ -274,6 +276,10 @@ def test_defences_give_one_cell_each_beside_the_undefended_one(robust_run: tuple
         assert c["redetect_failed"] == 0 and c["n_pairs"] == 12
         # the blind defences also say what they do to the clean photo; inpaint-mask needs a mask, none is nothing
         assert ("delta_cos_defence_only" in c) == (c["defence"] in ("jpeg50", "resize50", "blur1"))
+    # the clean probes' dodging (false rejections) is one number per target, the floor of every cell
+    for t in ("tiny-a", "tiny-b"):
+        floors = {(c["dodge_far_1e-2_clean"], c["dodge_photo_far_1e-2_clean"]) for c in cells if c["target"] == t}
+        assert len(floors) == 1 and all(0.0 <= x <= 1.0 for x in floors.pop())
     # the summary and the main tables use the undefended cells only
     assert payload["summary"]["n_cells"] == 2
     report = (out / "report.md").read_text()
@@ -319,6 +325,27 @@ def test_a_finished_robustness_run_resumes_without_computing(robust_run: tuple[P
                          backend=tiny_backend(), examples=False)
     assert again["environment"]["units_computed"] == 0 and again["environment"]["units_resumed"] == 4
     assert _cells_only(again) == _cells_only(robust_run[1])
+
+
+def test_cells_computed_before_a_calibration_are_computed_again(robust_run: tuple[Path, dict], photos: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "calibrated"
+    shutil.copytree(robust_run[0], out)
+    at_far = {"0.01": 0.5, "0.001": 0.6}
+
+    def calibrated(name: str) -> Thresholds | None:
+        return Thresholds(name, at_far, 1000, 100, "test", 0, "user cache") if name == "tiny-b" else None
+
+    backend = dataclasses.replace(tiny_backend(), thresholds=calibrated)
+    again = run_transfer(tiny_recipe(**ROBUST, robustness={"defences": DEFENCES}), photos, out, backend=backend,
+                         examples=False)
+    assert again["environment"]["units_computed"] == 4  # every unit had tiny-b cells with the local thresholds
+    by_target = {c["target"]: c for c in again["cells"] if c["defence"] == "none" and c["fill"] == "black"}
+    assert by_target["tiny-b"]["threshold_origin"] == "user cache" and by_target["tiny-b"]["thresholds"] == {
+        "1e-2": 0.5, "1e-3": 0.6}
+    old = _by_defence(robust_run[1])
+    assert by_target["tiny-a"] == {**old[("black", "tiny-a", "none")]}  # untouched target: kept as it was
+    assert by_target["tiny-b"]["delta_cos_leam"] == pytest.approx(old[("black", "tiny-b", "none")]["delta_cos_leam"])
 
 
 # --- pure pieces ----------------------------------------------------------------------------------------------
