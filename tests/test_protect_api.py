@@ -1,4 +1,4 @@
-"""`facecloak.protect` (facecloak.protection), the Python API under the CLI and the transform (arrays in, arrays out)."""
+"""`facecloak.protect` (in facecloak.protection): the Python API under the CLI and the transform, arrays in/out."""
 
 from __future__ import annotations
 
