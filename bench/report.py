@@ -38,13 +38,13 @@ import math
 import os
 import platform
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.config import LEAVE_ONE_OUT, is_transfer, parse_source
+from facecloak.files import atomic_write_bytes
 
 PAPER_TRANSFER: dict[str, Any] = {
     "delta_cos_leam": 0.1148,
@@ -121,23 +121,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write through a temp file in the same folder and rename: readers see the old file or the new one."""
-    # Local rather than facecloak.models.pull's helper, which would pull torch into report rendering.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:

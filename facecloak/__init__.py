@@ -4,10 +4,22 @@
     result = facecloak.protect(rgb, budget=1.0, fill="cloak")      # arrays in, arrays out
     for r in facecloak.protect_batch(photos, fill="black"): ...
 
-The library raises `facecloak.errors.FacecloakError` subclasses with messages a user can act on.
+The library raises `facecloak.errors.FacecloakError` subclasses with messages a user can act on. The public
+functions load lazily, so `import facecloak.errors` or `facecloak.files` does not import torch.
 """
 
-from facecloak.protection import Person, ProtectResult, build_person, protect, protect_batch
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Person", "ProtectResult", "__version__", "build_person", "protect", "protect_batch"]
+_LAZY = {"Person", "ProtectResult", "build_person", "protect", "protect_batch"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from facecloak import protection
+
+        return getattr(protection, name)
+    raise AttributeError(f"module 'facecloak' has no attribute {name!r}")

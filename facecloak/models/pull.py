@@ -26,6 +26,7 @@ from torch import nn
 
 from facecloak import paths
 from facecloak.errors import ChecksumError, ModelNotPulledError, PullError
+from facecloak.files import atomic_write_bytes, sha256_file
 from facecloak.models.spec import Converter, Source
 
 PULL_FORMAT = 1
@@ -44,31 +45,8 @@ class Pullable(Protocol):
     def convert(self) -> Converter: ...
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain data others may read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def source_dir(source: Source) -> Path:
