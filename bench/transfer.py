@@ -806,7 +806,7 @@ def robustness_figure(cells: Sequence[Mapping[str, Any]], path: Path, budget: fl
         if key is not delta_key:  # a share: never below 0
             ax.set_ylim(bottom=0.0)
     ax.set_xticks(x, labels=defences, rotation=20)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach every corner
     fig.suptitle(f"Protection after each defence, budget {budget:g} %, mean over (source, target) cells",
                  fontsize=10)
     FigureCanvasAgg(fig)
