@@ -21,7 +21,7 @@ from facecloak.align import TEMPLATES, template_matrix
 from facecloak.data import load_labelled_set, sample
 from facecloak.errors import DataError
 from facecloak.parse import FaceParser, face_region, labels_in_template
-from facecloak.pipeline import detect_photos
+from facecloak.pipeline import detect_photos, detector_settings
 from facecloak.types import Face
 
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
@@ -77,17 +77,6 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return path.name
-
-
-def detector_settings(detector: Any) -> dict[str, Any]:
-    """What keys the detection cache: the detector's own `settings` if it has them, else its public numbers."""
-    settings = getattr(detector, "settings", None)
-    if isinstance(settings, dict):
-        return settings
-    keys = ("min_face_size", "thresholds", "score_threshold", "max_side", "factor")
-    found = {k: getattr(detector, k) for k in keys if hasattr(detector, k)}
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}
-    return {"detector": type(detector).__name__, **plain}
 
 
 def prepare(

@@ -52,7 +52,7 @@ from torch import nn
 import leam
 from bench import controls as ctl
 from bench.config import LEAVE_ONE_OUT, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
-from bench.data import BenchPhoto, BenchSet, common_matrix, detector_settings, face_regions, genuine_pairs, prepare
+from bench.data import BenchPhoto, BenchSet, common_matrix, face_regions, genuine_pairs, prepare
 from bench.defences import MASK_AWARE, apply_defence
 from bench.report import (
     MAIN_BUDGET,
@@ -77,7 +77,7 @@ from facecloak.io import read_image
 from facecloak.leamface import LeamSettings, make_target, select_pixels, to_tensor
 from facecloak.models.blackbox import Recogniser
 from facecloak.parse import FaceParser
-from facecloak.pipeline import DetectedPhoto, embed_main_faces
+from facecloak.pipeline import DetectedPhoto, detector_settings, embed_main_faces
 from facecloak.thresholds import Thresholds
 from facecloak.types import Face
 from facecloak.verify import cosine_matrix, threshold_at_far

@@ -62,9 +62,15 @@ class Timings:
 
 
 def detector_settings(detector) -> dict:
-    """The options that change a detector's output (the detection cache key)."""
+    """The options that change a detector's output (the detection cache key): its own `settings` dict if it has
+    one, else its public numbers."""
+    settings = getattr(detector, "settings", None)
+    if isinstance(settings, dict):
+        return settings
     keys = ("min_face_size", "thresholds", "score_threshold", "max_side", "factor")
-    return {"detector": type(detector).__name__, **{k: getattr(detector, k) for k in keys if hasattr(detector, k)}}
+    found = {k: getattr(detector, k) for k in keys if hasattr(detector, k)}
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}
+    return {"detector": type(detector).__name__, **plain}
 
 
 def _settings_key(settings: dict) -> str:

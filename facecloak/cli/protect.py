@@ -445,7 +445,9 @@ class _Runner:
             mask_rgb = np.repeat((result.mask * np.uint8(255)).astype(np.uint8)[..., None], 3, axis=2)
             write_image(side[0], mask_rgb, overwrite=True)
         if o.save_heatmap and result.heatmap is not None:
-            write_image(side[-1], _heat_overlay(result.image, result.heatmap), overwrite=True)
+            from facecloak.explain import heat_overlay
+
+            write_image(side[-1], heat_overlay(result.image, result.heatmap), overwrite=True)
         write(result.image)
         # Measure on the file as written (JPEG can erase a sparse perturbation), aligned with the same detections.
         written = read_image(target, max_pixels=o.max_pixels).rgb
@@ -474,14 +476,6 @@ def _with_seconds(report: PhotoReport, seconds: float) -> PhotoReport:
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
-
-
-def _heat_overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """LEAM relevance (float (H, W) in [0, 1]) in the inferno colour map over the (protected) photo."""
-    import matplotlib
-
-    colours = (matplotlib.colormaps["inferno"](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
-    return (0.45 * rgb.astype(np.float32) + 0.55 * colours).round().astype(np.uint8)
 
 
 def demo_command(
