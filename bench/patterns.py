@@ -11,8 +11,9 @@ the common template (ArcFace 112 unless overridden):
 - the same split by gender where the manifest has a `gender` column.
 
 Only people with >= 2 photos with a detected face take part (the reference target needs another photo); the
-others are counted in the output. The p-value is a one-sided Mann-Whitney U test (same > different) over pairs;
-pairs share photos, so they are not independent and p is optimistic at small n (noted in patterns.md).
+others are counted in the output. Two one-sided p-values (same > different): a Mann-Whitney U test over pairs,
+which treats pairs as independent although they share photos (optimistic), and an identity-permutation test
+(`leam.identity_permutation_p`: labels shuffled over photos, all pairs, photos as the unit), the one to trust.
 
 The pure part (`pair_bc`, `compare`, `mean_region_shares`, `analyse_model`, `cross_model_bc`) takes arrays and is
 tested on synthetic maps; `run_patterns` loads photos and models and writes OUT/patterns.json, OUT/patterns.md and
@@ -45,6 +46,9 @@ from facecloak.parse import REGIONS, face_region, region_shares
 
 Progress = Callable[[Iterable[Any]], Iterable[Any]]
 TEST_NAME = "Mann-Whitney U, one-sided (same > different), pairs treated as independent"
+PERMUTATION_TEST = ("identity permutation, one-sided (same > different): mean BC over all same-person pairs minus "
+                    "mean over all different-person pairs, labels shuffled over photos")
+N_PERMUTATIONS = 9999
 MAX_DIFFERENT_PAIRS = 5000
 N_IMPOSTORS = 5  # impostor centroids per face for the `contrast` target
 ENSEMBLE = "ensemble"
@@ -107,6 +111,27 @@ def compare(same: np.ndarray, different: np.ndarray, seed: int = 0) -> dict[str,
     return {"same": _summary(same, seed), "different": _summary(different, seed), "gap": gap, "p_value": p}
 
 
+def pairwise_bc(maps: np.ndarray) -> np.ndarray:
+    """(N, N) BC of every two overall maps (N, S, S) distributions, as one matrix product."""
+    roots = np.sqrt(np.asarray(maps, np.float32).reshape(len(maps), -1))
+    return (roots @ roots.T).astype(np.float64)
+
+
+def pairwise_mask_bc(masks: np.ndarray) -> np.ndarray:
+    """(N, N) overlap BC (`leam.mask_overlap_bc`) of every two masks (N, S, S) bool, none empty."""
+    flat = np.asarray(masks, bool).reshape(len(masks), -1).astype(np.float32)
+    sizes = flat.sum(axis=1).astype(np.float64)
+    return (flat @ flat.T).astype(np.float64) / np.sqrt(np.outer(sizes, sizes))
+
+
+def with_permutation_p(block: dict[str, Any], similarity: np.ndarray, identities: Sequence[str], seed: int,
+                       n: int = N_PERMUTATIONS) -> dict[str, Any]:
+    """`block` (from `compare`) plus the identity-permutation p-value of `similarity` (N, N)."""
+    rng = np.random.default_rng([seed, 0x9E3])
+    return {**block, "p_value_permutation": leam.identity_permutation_p(similarity, identities, n, rng),
+            "n_permutations": n}
+
+
 def mean_region_shares(masks: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Mean over faces of each face's region shares of its mask ((N, S, S) bool and uint8); sums to 1.
 
@@ -141,18 +166,25 @@ def analyse_model(
     genders: Sequence[str | None] | None = None,
     layer_maps: np.ndarray | None = None,
     layer_names: Sequence[str] = (),
+    identities: Sequence[str] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Patterns of one model (or the ensemble) from its maps in the common template.
 
     overall     (N, S, S) distributions; labels (N, S, S) uint8 parser codes; layer_maps (N, L, S, S) or None
-    (empty layers all zero). Returns the `models[<id>]` block of patterns.json.
+    (empty layers all zero); identities (N labels) adds the identity-permutation p-values. Returns the
+    `models[<id>]` block of patterns.json.
     """
     masks = top_masks(overall, labels, budget)
+    bc_full = compare(pair_bc(overall, pairs.same), pair_bc(overall, pairs.different), seed)
+    bc_mask = compare(pair_mask_bc(masks, pairs.same), pair_mask_bc(masks, pairs.different), seed)
+    if identities is not None:
+        bc_full = with_permutation_p(bc_full, pairwise_bc(overall), identities, seed)
+        bc_mask = with_permutation_p(bc_mask, pairwise_mask_bc(masks), identities, seed)
     block: dict[str, Any] = {
         "n_faces": len(overall),
-        "bc_full": compare(pair_bc(overall, pairs.same), pair_bc(overall, pairs.different), seed),
-        "bc_mask": compare(pair_mask_bc(masks, pairs.same), pair_mask_bc(masks, pairs.different), seed),
+        "bc_full": bc_full,
+        "bc_mask": bc_mask,
         "region_shares": mean_region_shares(masks, labels),
         # The same shares with the top-k taken over the whole crop, so hair/background ("other") can show up.
         "region_shares_whole_crop": mean_region_shares(top_masks(overall, labels, budget, False), labels),
@@ -504,14 +536,14 @@ def run_patterns(
         overall[m] = mm.overall
         blocks[m] = analyse_model(mm.overall, faces.labels, pairs, budget=settings.budget,
                                   genders=genders if has_gender else None, layer_maps=mm.layer_maps,
-                                  layer_names=mm.layers, seed=seed)
+                                  layer_names=mm.layers, identities=ids, seed=seed)
         blocks[m]["layers_used"] = list(mm.layers)
         blocks[m]["empty_layer_maps"] = len(mm.empty)
         values[m] = _pair_values(mm.overall, faces.labels, pairs, settings.budget)
     if len(model_ids) > 1:
         ens = np.stack([leam.ensemble_maps([overall[m][i] for m in model_ids]) for i in range(len(ids))])
         blocks[ENSEMBLE] = analyse_model(ens, faces.labels, pairs, budget=settings.budget,
-                                         genders=genders if has_gender else None, seed=seed)
+                                         genders=genders if has_gender else None, identities=ids, seed=seed)
         blocks[ENSEMBLE]["members"] = model_ids
         values[ENSEMBLE] = _pair_values(ens, faces.labels, pairs, settings.budget)
 
@@ -526,6 +558,7 @@ def run_patterns(
                      "single_photo": list(bench_set.single)},
         "n_pairs": {"same": len(pairs.same), "different": len(pairs.different)},
         "test": TEST_NAME,
+        "permutation_test": PERMUTATION_TEST,
         # What a mask spread uniformly over the face region would give: each region's share of the face's area.
         "region_area_shares": mean_region_shares(face_region(faces.labels), faces.labels),
         "cross_model_bc": cross_model_bc(overall) if len(overall) > 1 else {},

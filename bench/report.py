@@ -505,8 +505,10 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
 def _bc_cells(block: Mapping[str, Any] | None) -> list[str]:
     if not block:
         return ["–", "–", "–"]
-    return [_stat(block.get("same"), 3, ci=False), _stat(block.get("different"), 3, ci=False),
-            _p(block.get("p_value"))]
+    p = _p(block.get("p_value"))
+    if isinstance(block.get("p_value_permutation"), int | float):
+        p += f" / {_p(block['p_value_permutation'])}"
+    return [_stat(block.get("same"), 3, ci=False), _stat(block.get("different"), 3, ci=False), p]
 
 
 def _p(p: Any) -> str:
@@ -523,6 +525,11 @@ def _shares_table(rows_by_name: Mapping[str, Mapping[str, Any]], first: str) -> 
     return _table([first, *regions], rows)
 
 
+def _n_perm(models: Mapping[str, Mapping[str, Any]]) -> str:
+    counts = {n for m in models.values() if isinstance(n := (m.get("bc_mask") or {}).get("n_permutations"), int)}
+    return ", ".join(f"{c:,}" for c in sorted(counts)) or "?"
+
+
 def render_patterns_markdown(payload: Mapping[str, Any]) -> str:
     """patterns.md of `bench patterns` (see the module docstring for the payload)."""
     models: Mapping[str, Mapping[str, Any]] = payload.get("models") or {}
@@ -533,7 +540,10 @@ def render_patterns_markdown(payload: Mapping[str, Any]) -> str:
     lines += ["## Person-specificity: Bhattacharyya coefficient, same vs different person", "",
               "BC of overall maps (full) and of the top-k % masks taken as uniform distributions (mask; then BC is the "
               f"overlap fraction); mean ± std (n pairs); p: {payload.get('test', 'two-sample test')}, same vs "
-              "different.", ""]
+              "different"
+              + (f"; after the slash: {payload['permutation_test']} ({_n_perm(models)} permutations; photos as the "
+                 "unit, so this is the p-value to trust)" if payload.get("permutation_test") else "")
+              + ".", ""]
     rows = []
     for name, m in models.items():
         nose = (m.get("region_shares") or {}).get("nose")

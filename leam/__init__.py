@@ -13,7 +13,14 @@ from __future__ import annotations
 from .capture import INPUT_LAYER, Capture, capture
 from .errors import LayerCaptureError, LeamError, ProfileError, UnknownLayerError, ZeroGradientTargetError
 from .methods import METHODS
-from .metrics import bhattacharyya, layer_diversity, mann_whitney_p, mask_overlap_bc, permutation_p
+from .metrics import (
+    bhattacharyya,
+    identity_permutation_p,
+    layer_diversity,
+    mann_whitney_p,
+    mask_overlap_bc,
+    permutation_p,
+)
 from .profile import Profile, build_profile, ensemble_maps, load_profile, save_profile
 from .relevance import Relevance, compute_relevance
 from .select import SELECTORS, sampled_mask, selection_count, stratified_mask, topk_mask
@@ -42,6 +49,7 @@ __all__ = [
     "embed",
     "ensemble_maps",
     "flip_target",
+    "identity_permutation_p",
     "layer_diversity",
     "load_profile",
     "mann_whitney_p",

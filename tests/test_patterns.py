@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench.patterns import (
+    N_PERMUTATIONS,
     PairSet,
     analyse_model,
     compare,
@@ -17,6 +18,8 @@ from bench.patterns import (
     mean_region_shares,
     pair_bc,
     pair_mask_bc,
+    pairwise_bc,
+    pairwise_mask_bc,
     same_pairs,
     top_masks,
 )
@@ -224,3 +227,17 @@ def test_run_patterns_on_deepface(deepface_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "patterns.md").read_text().startswith("# LEAM patterns")
     assert (tmp_path / "figures" / "bc_mask_mbf-arc.png").stat().st_size > 1000
     assert (tmp_path / "figures" / "example_layers.png").is_file()
+
+
+def test_pairwise_matrices_match_the_pair_functions_and_feed_the_permutation_test() -> None:
+    maps, labels, pairs = _synthetic()
+    masks = top_masks(maps, labels, 25.0)
+    full, mask = pairwise_bc(maps), pairwise_mask_bc(masks)
+    for p in (pairs.same, pairs.different):
+        np.testing.assert_allclose(full[p[:, 0], p[:, 1]], pair_bc(maps, p), atol=1e-5)
+        np.testing.assert_allclose(mask[p[:, 0], p[:, 1]], pair_mask_bc(masks, p), atol=1e-9)
+    block = analyse_model(maps, labels, pairs, budget=25.0, identities=list(IDS))
+    for key in ("bc_full", "bc_mask"):
+        assert block[key]["n_permutations"] == N_PERMUTATIONS
+        assert block[key]["p_value_permutation"] < 0.05  # the synthetic maps are person-specific
+    assert "p_value_permutation" not in analyse_model(maps, labels, pairs, budget=25.0)["bc_full"]
