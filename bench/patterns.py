@@ -1,8 +1,9 @@
 """`facecloak bench patterns`: the paper's analyses of LEAM maps on a labelled set (docs LEAM.md, "Analyses").
 
-For every model and for the ensemble of all of them, each photo's main face is explained against the
-leave-this-photo-out centroid of the person's other photos (the `reference` target), and its maps are compared in
-the common template (ArcFace 112 unless overridden):
+For every model and for the ensemble of all of them, each photo's main face is explained with the engine's
+default settings (LayerCAM, `contrast` target: cosine to the leave-this-photo-out centroid of the person's other
+photos minus the mean cosine to 5 seeded impostor centroids; chosen by `bench.variants`, docs/leam.md), and its
+maps are compared in the common template (ArcFace 112 unless overridden):
 
 - Bhattacharyya coefficient (BC) of overall maps, full maps and top-k % masks (k = the budget, 1 % by default,
   selected inside the parsed face region), same-person pairs (all) vs different-person pairs (seeded sample);
@@ -10,7 +11,7 @@ the common template (ArcFace 112 unless overridden):
 - layer diversity (BC between the layer maps of one face) and cross-model BC of overall maps;
 - the same split by gender where the manifest has a `gender` column.
 
-Only people with >= 2 photos with a detected face take part (the reference target needs another photo); the
+Only people with >= 2 photos with a detected face take part (the identity target needs another photo); the
 others are counted in the output. Two one-sided p-values (same > different): a Mann-Whitney U test over pairs,
 which treats pairs as independent although they share photos (optimistic), and an identity-permutation test
 (`leam.identity_permutation_p`: labels shuffled over photos, all pairs, photos as the unit), the one to trust.
@@ -505,7 +506,8 @@ def run_patterns(
     """Run the analyses on the labelled set in `data`, write OUT/patterns.json, patterns.md and figures/.
 
     overrides: `LeamSettings` fields (method, layers, selection, budget, common_template, ...); the target is the
-    leave-one-out reference unless overridden (`contrast` subtracts 5 seeded impostor centroids of other people).
+    engine default (`contrast`: the leave-one-out reference minus 5 seeded impostor centroids of other people)
+    unless overridden (`--set target=reference` drops the impostors).
     Returns the payload written to patterns.json.
     """
     from facecloak.models import MODELS, get_spec
@@ -515,7 +517,7 @@ def run_patterns(
     model_ids = list(models or MODELS.names())
     for m in model_ids:
         get_spec(m)
-    settings = leam_settings(overrides, target="reference")
+    settings = leam_settings(overrides)
     faces = load_faces(Path(data), model_ids, identities=identities, per_identity=per_identity, seed=seed,
                        common_template=settings.common_template, progress=progress)
     ids, genders = faces.identities, faces.genders
@@ -603,9 +605,13 @@ def _notes(payload: Mapping[str, Any]) -> str:
         "\n## Notes\n\n"
         f"- Pairs: all {n.get('same')} same-person pairs; {n.get('different')} different-person pairs "
         f"(all, or a seeded sample when there are more than {payload['settings']['max_different_pairs']}).\n"
-        "- Each face is explained against the leave-this-photo-out centroid of its person's other photos "
-        "(reference target); people with a single usable photo are left out (listed in patterns.json).\n"
+        f"- Target `{payload['settings']['target']}`: "
+        + ("the leave-this-photo-out centroid of the person's other photos minus the mean cosine to "
+           f"{N_IMPOSTORS} seeded impostor centroids" if payload['settings']['target'] == "contrast" else
+           "the leave-this-photo-out centroid of the person's other photos")
+        + "; people with a single usable photo are left out (listed in patterns.json).\n"
         "- Masks: top-k % of the parsed face region in the common template; `region_shares_whole_crop` in "
         "patterns.json has the top-k over the whole crop.\n"
-        "- p-values treat pairs as independent; photos recur across pairs, so they are optimistic for small sets.\n"
+        "- Mann-Whitney p-values treat pairs as independent; photos recur across pairs, so they are optimistic. The "
+        "identity-permutation p-value (after the slash) shuffles identities over photos and is the one to trust.\n"
     )
