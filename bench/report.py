@@ -15,7 +15,9 @@ Transfer payload (`results.json`), keys read by `render_markdown` (optional ones
         delta_cos_<variant>: float     variant = "leam" or a control with "-" -> "_" (`delta_key`)
         dodge_far_<far>_<variant>: float         per-pair dodging share at that FAR (`dodge_key`)
         dodge_photo_far_<far>_<variant>?: float  per-photo dodging share (`dodge_key(..., per="photo")`)
-        psnr, ssim, changed_share?: float        protected probe vs original (PSNR in dB, shares in [0, 1])
+        psnr, ssim, changed_share?: float        protected probe vs original inside the face's detection box
+                                                 (PSNR in dB, shares in [0, 1])
+        psnr_photo, ssim_photo?: float           the same over the whole photo
         stats?: {metric: {"mean", "std", "ci95": [lo, hi], "n"}}   `bench.stats.summaries` of the same metrics
         by_gender?: {gender: {metric: float, "n_pairs": int}}
     summary: dict                      `summarise_cells(cells)`: means over the cells at budget 1 %
@@ -419,12 +421,15 @@ def _quality_section(cells: Sequence[Mapping[str, Any]]) -> list[str]:
         n = (stats.get("psnr") or {}).get("n", first.get("n_pairs"))
         rows.append([source, fill, f"{budget:g} %", _fmt(_mean(c.get("psnr") for c in group), 2),
                      _fmt(_mean(c.get("ssim") for c in group)), _pct(_mean(c.get("changed_share") for c in group), 2),
-                     _fmt(n)])
+                     _fmt(_mean(c.get("psnr_photo") for c in group), 2),
+                     _fmt(_mean(c.get("ssim_photo") for c in group)), _fmt(n)])
     return ["## Image quality of the protected probes", "",
-            "PSNR (dB) and SSIM against the original photo, share of pixels changed; per source, fill and budget "
-            "(the image does not depend on the target; n: probes when the cell has statistics, else pairs). "
-            "An unchanged photo has infinite PSNR (shown as –).", "",
-            _table(["source", "fill", "budget", "PSNR", "SSIM", "changed", "n"], rows), ""]
+            "PSNR (dB) and SSIM against the original photo inside the face's detection box (where every change is), "
+            "share of the box's pixels changed, and PSNR / SSIM of the whole photo (– in runs made before it was "
+            "recorded); per source, fill and budget (the image does not depend on the target; n: probes when the "
+            "cell has statistics, else pairs). An unchanged photo has infinite PSNR (shown as –).", "",
+            _table(["source", "fill", "budget", "PSNR box", "SSIM box", "changed", "PSNR photo", "SSIM photo", "n"],
+                   rows), ""]
 
 
 def _gender_section(cells: Sequence[Mapping[str, Any]]) -> list[str]:

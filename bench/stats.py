@@ -136,6 +136,40 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=channel_axis, data_range=255))
 
 
+def ssim_local_change(a: np.ndarray, b: np.ndarray) -> float:
+    """`ssim(a, b)` of two whole photos that differ only in a small area, without filtering the whole photo.
+
+    Every 7×7 window that touches no changed pixel compares identical content and scores exactly 1, so only the
+    bounding box of the changes (plus a margin wider than the window) is filtered; the rest is added as ones. Equals
+    scikit-image's mean SSIM (which skips a 3-pixel border) up to float rounding — a 24-megapixel photo costs as
+    much as its face.
+    """
+    a, b = _same_images(a, b)
+    changed = a != b
+    if changed.ndim == 3:
+        changed = changed.any(axis=-1)
+    if not changed.any():
+        return 1.0
+    h, w = changed.shape
+    pad, margin = 3, 8  # scikit-image's 7×7 window: half-width 3, border of 3 left out of the mean
+    if min(h, w) < 7:
+        raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {(h, w)}")
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)
+    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)
+    if y1 - y0 < 7 or x1 - x0 < 7:
+        return ssim(a, b)
+    channel_axis = -1 if a.ndim == 3 else None
+    _, local = structural_similarity(a[y0:y1, x0:x1], b[y0:y1, x0:x1], channel_axis=channel_axis, data_range=255,
+                                     full=True)
+    local = local if local.ndim == 3 else local[..., None]
+    # Keep the positions that the whole-photo mean would count (not within 3 pixels of the photo's edge).
+    ys, xs = np.arange(y0, y1), np.arange(x0, x1)
+    keep = ((ys >= pad) & (ys < h - pad))[:, None] & ((xs >= pad) & (xs < w - pad))[None, :]
+    deficit = (1.0 - local.astype(np.float64))[keep].sum(axis=0).mean()
+    return float(1.0 - deficit / ((h - 2 * pad) * (w - 2 * pad)))
+
+
 def changed_share(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of pixel positions (H × W) where any channel differs, in [0, 1]."""
     a, b = _same_images(a, b)

@@ -68,7 +68,7 @@ from bench.report import (
     write_results,
     write_text,
 )
-from bench.stats import changed_share, psnr, ssim, summaries
+from bench.stats import changed_share, psnr, ssim, ssim_local_change, summaries
 from facecloak.align import TEMPLATES, align, template_matrix, warp_between_templates, warp_to_photo
 from facecloak.cloak import CloakSettings, SourceModel, cloak
 from facecloak.errors import ConfigError, FacecloakError
@@ -512,7 +512,8 @@ class TransferRun:
                     probe.redetect_failed[defence] = int(not found)
                     a, b = image[box], seen[box]
                     probe.quality[defence] = {"psnr": psnr(a, b), "ssim": ssim(a, b),
-                                              "changed_share": changed_share(a, b)}
+                                              "changed_share": changed_share(a, b), "psnr_photo": psnr(image, seen),
+                                              "ssim_photo": ssim_local_change(image, seen)}
         return probe
 
     def defended_clean(self, target: str, defence: Defence) -> np.ndarray:
@@ -595,7 +596,7 @@ class TransferRun:
             for far, thr in thresholds.items():
                 pair_cols[dodge_key(far, v)] = (after < thr).astype(np.float64)
                 photo_cols[dodge_key(far, v, per="photo")] = np.array([float(np.all(c < thr)) for c in to_refs])
-        for metric in ("psnr", "ssim", "changed_share"):
+        for metric in ("psnr", "ssim", "changed_share", "psnr_photo", "ssim_photo"):
             photo_cols[metric] = np.array([p.quality[defence][metric] for p in probes])
         cell: dict[str, Any] = {
             "source": spec.text, "target": target, "budget": float(budget), "fill": fill,
@@ -614,8 +615,10 @@ class TransferRun:
             cell["redetect_failed"] = int(sum(p.redetect_failed.get(defence, 0) for p in probes))
         stats = summaries(pair_cols, seed=self.recipe.seed)
         finite_psnr = photo_cols["psnr"][np.isfinite(photo_cols["psnr"])]
-        stats.update(summaries({k: v for k, v in photo_cols.items() if k != "psnr"}, seed=self.recipe.seed))
-        stats.update(summaries({"psnr": finite_psnr}, seed=self.recipe.seed))
+        stats.update(summaries({k: v for k, v in photo_cols.items() if not k.startswith("psnr")},
+                               seed=self.recipe.seed))
+        stats.update(summaries({k: photo_cols[k][np.isfinite(photo_cols[k])] for k in ("psnr", "psnr_photo")},
+                               seed=self.recipe.seed))
         cell.update({k: s["mean"] for k, s in stats.items()})
         if finite_psnr.size < len(probes):  # an unchanged probe has infinite PSNR; the mean covers the others
             cell["psnr_unchanged_probes"] = int(len(probes) - finite_psnr.size)

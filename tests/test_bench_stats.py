@@ -16,6 +16,7 @@ from bench.stats import (
     permutation_test,
     psnr,
     ssim,
+    ssim_local_change,
     summaries,
     summary,
 )
@@ -125,3 +126,15 @@ def test_dodge_rate_hand_example() -> None:
     assert dodge_rate(cos, 0.05) == 0.0
     with pytest.raises(ValueError, match="no clean reference"):
         dodge_rate([np.array([])], 0.3)
+
+
+@pytest.mark.parametrize("shape", [(250, 250, 3), (120, 90, 3), (40, 60), (16, 16, 3)])
+def test_ssim_local_change_equals_whole_photo_ssim(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 150, shape[1])[None, :] if len(shape) == 2 else np.linspace(0, 150, shape[1])[None, :, None]
+    a = (rng.integers(0, 256, shape) * 0.3 + ramp).astype(np.uint8)
+    b = a.copy()
+    b[5:12, 2:9] = 0  # a dot near the edge ...
+    b[shape[0] - 3 :, shape[1] - 2 :] = 255  # ... and one in the corner, inside the 3-pixel border
+    assert ssim_local_change(a, b) == pytest.approx(ssim(a, b), abs=1e-9)
+    assert ssim_local_change(a, a) == 1.0
