@@ -268,6 +268,9 @@ def _run_section(payload: Mapping[str, Any]) -> list[str]:
     lines = ["## Run", ""]
     lines.append(f"- Command: `{command}`" if command else "- Command: (not recorded)")
     lines.append(f"- Run time: {_duration(run_time)}")
+    if env.get("units_resumed") and env.get("unit_seconds_total") is not None:
+        lines.append(f"- Compute time of all units, including the {env['units_resumed']} resumed from earlier runs: "
+                     f"{_duration(env['unit_seconds_total'])}")
     if env.get("started"):
         lines.append(f"- Started: {env['started']}")
     lines.append(f"- Machine: {machine or '(not recorded)'}")

@@ -645,7 +645,7 @@ class TransferRun:
 
     def run_units(self) -> tuple[list[dict], dict[str, int]]:
         """Compute every unit not finished yet; returns all cells (recipe order) and counts of computed/skipped."""
-        counts = {"computed": 0, "skipped": 0}
+        counts = {"computed": 0, "skipped": 0, "unit_seconds": 0}
         done: dict[tuple[str, str, float], dict[str, dict]] = {}
         for spec, fill, budget in self.progress(self.units(), "units (source, fill, budget)"):
             path, key = self.shard_path(spec.text, fill, budget)
@@ -658,6 +658,7 @@ class TransferRun:
                        if any(cell_key(t, d) not in have for d in self.defence_names)]
             if not missing:
                 counts["skipped"] += 1
+                counts["unit_seconds"] += round((shard or {}).get("seconds", 0.0))
             else:
                 start = time.perf_counter()
                 have = {**have, **self.unit_cells(spec, fill, budget, missing)}
@@ -666,6 +667,7 @@ class TransferRun:
                            "cells": have}
                 write_results(path.parent, payload, name=path.name)
                 counts["computed"] += 1
+                counts["unit_seconds"] += round(seconds)
             done[(spec.text, fill, budget)] = have
         # every kept cell was computed with today's thresholds (`_same_thresholds`), so the floors match it
         cells = [{**done[(s, f, b)][cell_key(t, d)], **self.clean_dodging(t)}
@@ -888,7 +890,9 @@ def run_transfer(
         "config": recipe.to_dict(),
         "environment": {**environment_info(), "command": command, "started": started,
                         "run_time_s": round(time.perf_counter() - start, 1),
-                        "units_computed": counts["computed"], "units_resumed": counts["skipped"]},
+                        "units_computed": counts["computed"], "units_resumed": counts["skipped"],
+                        # compute time of every unit, earlier resumed runs included (run_time_s is this run's)
+                        "unit_seconds_total": counts["unit_seconds"]},
         "data": {"root": data.root.name, "fingerprint": run.fingerprint, "parser": run.backend.parser_name,
                  "n_sampled": data.n_sampled, "no_face": list(data.no_face), "unreadable": list(data.unreadable),
                  "single_photo": list(data.single)},

@@ -213,6 +213,10 @@ def test_resume_skips_finished_units_and_recomputes_a_deleted_one(
     assert len(shards) == N_UNITS
     second = run_transfer(tiny_recipe(), photos, out, backend=tiny_backend(), examples=False)
     assert second["environment"]["units_computed"] == 0 and second["environment"]["units_resumed"] == N_UNITS
+    # the resumed run still reports what the units cost when they were computed
+    shard_seconds = sum(round(json.loads(s.read_text())["seconds"]) for s in shards)
+    assert second["environment"]["unit_seconds_total"] == shard_seconds
+    assert f"including the {N_UNITS} resumed" in (out / "report.md").read_text()
     victim = next(s for s in shards if "-tiny-b-black-5.json" in s.name)
     before = {s.name: s.stat().st_mtime_ns for s in shards}
     victim.unlink()
