@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.config import Defence
+from facecloak.fills import check_image_and_mask
 from leam.registry import Registry
 
 MASK_AWARE = frozenset({"inpaint-mask"})  # kinds that read the mask; the others are blind whole-photo processing
@@ -37,14 +38,6 @@ class DefenceFn(Protocol):
 DEFENCES: Registry[DefenceFn] = Registry("defence")
 
 
-def _check(image: np.ndarray, mask: np.ndarray) -> None:
-    # Contract violations by calling code, not user input: ValueError, not a FacecloakError.
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"defences need a uint8 RGB image of shape (H, W, 3), got {image.dtype} {image.shape}")
-    if mask.dtype != np.bool_ or mask.shape != image.shape[:2]:
-        raise ValueError(f"defences need a bool mask of shape {image.shape[:2]}, got {mask.dtype} {mask.shape}")
-
-
 def _needs(value: float | None, what: str) -> float:
     if value is None:
         raise ValueError(f"the {what} defence needs a value")
@@ -55,7 +48,7 @@ def _needs(value: float | None, what: str) -> float:
 def jpeg(image: np.ndarray, *, mask: np.ndarray, value: float | None) -> np.ndarray:
     """Encoded as JPEG at quality `value` (1-100) with Pillow's defaults (4:2:0 chroma subsampling) and decoded,
     as a photo sharing site re-encodes an upload."""
-    _check(image, mask)
+    check_image_and_mask(image, mask, "defences")
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=int(_needs(value, "jpeg")))
     buf.seek(0)
@@ -67,7 +60,7 @@ def jpeg(image: np.ndarray, *, mask: np.ndarray, value: float | None) -> np.ndar
 def resize(image: np.ndarray, *, mask: np.ndarray, value: float | None) -> np.ndarray:
     """Down to `value` % of the width and height (area averaging) and back up to the original size (bilinear):
     a thumbnail scaled up again. 100 % is the identity."""
-    _check(image, mask)
+    check_image_and_mask(image, mask, "defences")
     h, w = image.shape[:2]
     scale = _needs(value, "resize") / 100.0
     small_size = (max(1, round(w * scale)), max(1, round(h * scale)))  # OpenCV sizes are (width, height)
@@ -80,7 +73,7 @@ def resize(image: np.ndarray, *, mask: np.ndarray, value: float | None) -> np.nd
 @DEFENCES("blur")
 def blur(image: np.ndarray, *, mask: np.ndarray, value: float | None) -> np.ndarray:
     """Gaussian blur with sigma `value` px in both directions (OpenCV picks the kernel size, reflected borders)."""
-    _check(image, mask)
+    check_image_and_mask(image, mask, "defences")
     sigma = _needs(value, "blur")
     return np.ascontiguousarray(cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
                                                  borderType=cv2.BORDER_REFLECT_101))
@@ -95,7 +88,7 @@ def inpaint_mask(image: np.ndarray, *, mask: np.ndarray, value: float | None = N
     was filled: a black-filled and an inpaint-filled photo come back (almost) identical. An empty mask returns a
     copy; a mask covering the whole photo leaves nothing to inpaint from and also returns a copy.
     """
-    _check(image, mask)
+    check_image_and_mask(image, mask, "defences")
     if not mask.any() or mask.all():
         return image.copy()
     filled = cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), INPAINT_RADIUS, cv2.INPAINT_TELEA)

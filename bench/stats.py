@@ -16,6 +16,8 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 from skimage.metrics import structural_similarity
 
+from facecloak.fills import bounding_box
+
 DEFAULT_RESAMPLES = 2000
 _BOOTSTRAP_CELLS = 4_000_000  # resample indices drawn per block, to bound memory on large n
 
@@ -154,13 +156,12 @@ def ssim_local_change(a: np.ndarray, b: np.ndarray) -> float:
     pad, margin = 3, 8  # scikit-image's 7×7 window: half-width 3, border of 3 left out of the mean
     if min(h, w) < 7:
         raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {(h, w)}")
-    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
-    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)
-    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)
+    rows, cols = bounding_box(changed, margin=margin)
+    y0, y1, x0, x1 = rows.start, rows.stop, cols.start, cols.stop
     if y1 - y0 < 7 or x1 - x0 < 7:
         return ssim(a, b)
     channel_axis = -1 if a.ndim == 3 else None
-    _, local = structural_similarity(a[y0:y1, x0:x1], b[y0:y1, x0:x1], channel_axis=channel_axis, data_range=255,
+    _, local = structural_similarity(a[rows, cols], b[rows, cols], channel_axis=channel_axis, data_range=255,
                                      full=True)
     local = local if local.ndim == 3 else local[..., None]
     # Keep the positions that the whole-photo mean would count (not within 3 pixels of the photo's edge).

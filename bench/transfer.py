@@ -614,14 +614,14 @@ class TransferRun:
         if self.recipe.evaluation.redetect:
             cell["redetect_failed"] = int(sum(p.redetect_failed.get(defence, 0) for p in probes))
         stats = summaries(pair_cols, seed=self.recipe.seed)
-        finite_psnr = photo_cols["psnr"][np.isfinite(photo_cols["psnr"])]
-        stats.update(summaries({k: v for k, v in photo_cols.items() if not k.startswith("psnr")},
-                               seed=self.recipe.seed))
-        stats.update(summaries({k: photo_cols[k][np.isfinite(photo_cols[k])] for k in ("psnr", "psnr_photo")},
-                               seed=self.recipe.seed))
+        # an unchanged probe has infinite PSNR: the PSNR summaries cover the others
+        finite = {k: v[np.isfinite(v)] for k, v in photo_cols.items() if k.startswith("psnr")}
+        stats.update(summaries({k: v for k, v in photo_cols.items() if k not in finite}, seed=self.recipe.seed))
+        for k, v in finite.items():  # one call each: the two PSNRs may leave out different probes
+            stats.update(summaries({k: v}, seed=self.recipe.seed))
         cell.update({k: s["mean"] for k, s in stats.items()})
-        if finite_psnr.size < len(probes):  # an unchanged probe has infinite PSNR; the mean covers the others
-            cell["psnr_unchanged_probes"] = int(len(probes) - finite_psnr.size)
+        if finite["psnr"].size < len(probes):
+            cell["psnr_unchanged_probes"] = int(len(probes) - finite["psnr"].size)
         cell["stats"] = stats
         genders = [self.data.photos[i].gender for i in pi]
         if any(genders):

@@ -32,15 +32,17 @@ class Fill(Protocol):
 FILLS: Registry[Fill] = Registry("fill")
 
 
-def _check(image: np.ndarray, mask: np.ndarray) -> None:
+def check_image_and_mask(image: np.ndarray, mask: np.ndarray, user: str = "fills") -> None:
+    """Refuse anything but a uint8 RGB (H, W, 3) image with a bool (H, W) mask; `user` names the caller's kind
+    in the message (fills here, defences in the benchmark)."""
     # Contract violations by calling code, not user input: ValueError, not a FacecloakError.
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"fills need a uint8 RGB image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        raise ValueError(f"{user} need a uint8 RGB image of shape (H, W, 3), got {image.dtype} {image.shape}")
     if mask.dtype != np.bool_ or mask.shape != image.shape[:2]:
-        raise ValueError(f"fills need a bool mask of shape {image.shape[:2]}, got {mask.dtype} {mask.shape}")
+        raise ValueError(f"{user} need a bool mask of shape {image.shape[:2]}, got {mask.dtype} {mask.shape}")
 
 
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     """Rows and columns of the smallest box holding every True pixel, grown by `margin` px, clipped to the image."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -65,7 +67,7 @@ def _paste_from(image: np.ndarray, mask: np.ndarray, source: np.ndarray) -> np.n
 @FILLS("black")
 def black(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """Masked pixels become (0, 0, 0)."""
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     return _paste(image, mask, np.zeros(3, dtype=np.uint8))
 
 
@@ -78,12 +80,12 @@ def mean(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, margi
     carries no information from inside the mask. When the mask covers that whole box, the mean of the whole
     unmasked image is used, and when the mask covers the whole image, the mean of the image. Rounded to uint8.
     """
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     if not mask.any():
         return image.copy()
-    rows, cols = _bounding_box(mask)
+    rows, cols = bounding_box(mask)
     side = max(rows.stop - rows.start, cols.stop - cols.start)
-    rows, cols = _bounding_box(mask, margin=max(2, round(margin_fraction * side)))
+    rows, cols = bounding_box(mask, margin=max(2, round(margin_fraction * side)))
     around = image[rows, cols][~mask[rows, cols]]
     if around.size == 0:
         around = image[~mask] if not mask.all() else image.reshape(-1, 3)
@@ -106,7 +108,7 @@ def blur(
     None (0.02: about 10 px on a 500 px photo, 60 px on a 3000 px one), at least 0.5 px. The blur sees the
     original masked pixels too: it hides detail, not the colour layout. Edges are mirrored (OpenCV REFLECT_101).
     """
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     if not mask.any():
         return image.copy()
     std = float(sigma) if sigma is not None else sigma_fraction * min(image.shape[:2])
@@ -114,7 +116,7 @@ def blur(
     # Only the neighbourhood of the mask influences the result: blur a crop 3 sigma larger, not the whole photo.
     # Where the crop meets the photo's own border the mirror is the same as for the full image.
     reach = int(np.ceil(3 * std)) + 1
-    rows, cols = _bounding_box(mask, margin=reach)
+    rows, cols = bounding_box(mask, margin=reach)
     crop = image[rows, cols]
     kernel = 2 * reach + 1
     blurred = cv2.GaussianBlur(crop, (kernel, kernel), sigmaX=std, sigmaY=std, borderType=cv2.BORDER_REFLECT_101)
@@ -129,13 +131,13 @@ def pixelate(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, b
     whatever the mask; a cell's mean uses all its pixels, masked or not, and cells cut by the right or bottom
     edge average only the pixels they have.
     """
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     if block < 1:
         raise ValueError(f"pixelate block must be >= 1 px, got {block}")
     if not mask.any():
         return image.copy()
     height, width = mask.shape
-    rows, cols = _bounding_box(mask)
+    rows, cols = bounding_box(mask)
     # Expand the box outward to whole cells so every touched cell is averaged completely.
     top, left = rows.start // block * block, cols.start // block * block
     bottom, right = min(-(-rows.stop // block) * block, height), min(-(-cols.stop // block) * block, width)
@@ -152,7 +154,7 @@ def pixelate(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, b
 @FILLS("noise")
 def noise(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """Masked pixels become uniform random colours (each channel 0..255) drawn from `rng`, in row-major order."""
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     count = int(mask.sum())
     return _paste(image, mask, rng.integers(0, 256, size=(count, 3), dtype=np.uint8))
 
@@ -164,7 +166,7 @@ def inpaint(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, ra
     For scattered single pixels (a sparse top-k mask) this is a near-invisible fill; for large blobs it smears.
     A mask covering the whole image leaves nothing to inpaint from; it is filled like `mean` (the image's mean).
     """
-    _check(image, mask)
+    check_image_and_mask(image, mask)
     if not mask.any():
         return image.copy()
     if mask.all():

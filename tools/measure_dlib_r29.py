@@ -252,8 +252,9 @@ def measure_lfw(tools: DlibTools, model: torch.nn.Module, lfw: Path, predictors:
     photos = sorted({p for _, a, b, _ in pairs for p in (a, b)})
     same = np.array([s for *_, s in pairs])
     folds = np.array([f for f, *_ in pairs])
-    a_idx = np.array([photos.index(a) for _, a, _, _ in pairs])
-    b_idx = np.array([photos.index(b) for _, _, b, _ in pairs])
+    index = {p: i for i, p in enumerate(photos)}
+    a_idx = np.array([index[a] for _, a, _, _ in pairs])
+    b_idx = np.array([index[b] for _, _, b, _ in pairs])
     chosen = {"5": ("5-point", tools.shape5), "68": ("68-point", tools.shape68)}
     for key in predictors.split(","):
         name, predictor = chosen[key]
