@@ -3,12 +3,19 @@
 Projected gradient steps (Adam on a pixel offset) against an ensemble of differentiable source models. Each
 face is sampled from the photo through its alignment with a differentiable warp (`grid_sample`), exactly as a
 recogniser would see it, so the perturbation lives in photo pixels. Outside the mask every pixel is untouched.
-Optional input diversity (mirror, small alignment jitter, down/up-scaling) at each step helps the cloak
-transfer to models that were never used to build it.
+A real recogniser never sees the photo through facecloak's alignment: it detects and aligns on its own,
+resamples with its own filter, and the photo is often re-encoded, resized or blurred on the way. So each step
+optimises the expectation over transformations of that kind (`EOT`): alignment jitter (shift, scale, rotation:
+landmark noise), resamplers (bilinear or bicubic, area pre-shrink as in pyramids), JPEG re-encoding (its
+gradient passed straight through), mild blur and down/up-scaling. An optional decoy term pulls the face towards
+a dissimilar identity (as Fawkes does), and `margin` sets how far below each source model's threshold the
+cloak keeps going: stopping at the white-box boundary leaves transfer on the table.
 """
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,13 +26,19 @@ from torch import nn
 
 from facecloak.errors import ConfigError
 
+# Expectation-over-transformation ingredients a step can sample (see `CloakSettings.eot`).
+EOT = ("jitter", "mirror", "resample", "jpeg", "blur", "resize")
+
 
 @dataclass(frozen=True)
 class CloakSettings:
     """steps: optimisation steps; step_size: Adam learning rate in 0-255 pixel units;
     epsilon: optional L-inf bound on the change of each masked pixel (None: free inside [0, 255]);
-    diversity: random mirror / jitter / rescale each step; early_stop: stop once every source model's cosine to
-    the reference is below its threshold minus `margin` for every face."""
+    diversity: sample input transformations each step (the `eot` ingredients; False: the exact alignment);
+    eot: which transformations to sample, a subset of `EOT`; samples: transformed copies per step (batched);
+    decoy: weight of the pull towards a dissimilar identity (0: off);
+    early_stop: stop once every source model's cosine to the reference is below its threshold minus `margin`
+    for every face (checked every `check_every` steps on the rounded pixels, without transformations)."""
 
     steps: int = 60
     step_size: float = 12.0
@@ -34,12 +47,22 @@ class CloakSettings:
     early_stop: bool = True
     margin: float = 0.05
     check_every: int = 5
+    eot: tuple[str, ...] = ("jitter", "mirror")
+    samples: int = 1
+    decoy: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.step_size <= 0:
             raise ConfigError("cloak steps must be >= 0 and step_size > 0")
         if self.epsilon is not None and not 0 < self.epsilon <= 255:
             raise ConfigError(f"cloak epsilon must be in (0, 255] pixel levels, got {self.epsilon}")
+        unknown = sorted(set(self.eot) - set(EOT))
+        if unknown:
+            raise ConfigError(f"unknown cloak transformation(s) {', '.join(unknown)}; choose from {', '.join(EOT)}")
+        if self.samples < 1 or self.check_every < 1:
+            raise ConfigError("cloak samples and check_every must be >= 1")
+        if self.decoy < 0 or self.margin < 0:
+            raise ConfigError("cloak decoy weight and margin must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,7 @@ class SourceModel:
     matrices: np.ndarray  # (F, 2, 3) photo -> crop, cv2 convention
     references: torch.Tensor  # (F, D) identity embeddings to move away from
     threshold: float | None  # cosine threshold at the chosen FAR (None: no early stop for this model)
+    decoys: torch.Tensor | None = None  # (F, D) unit embeddings to pull towards (None: chosen from the bundled bank)
 
 
 def crop_grid(matrix: np.ndarray, window: tuple[int, int, int, int], size: int) -> torch.Tensor:
@@ -87,12 +111,89 @@ def _window(mask: np.ndarray, sources: Sequence[SourceModel], shape: tuple[int, 
     return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
-def _diverse(grid: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random small scale/shift of the sampling grid (alignment jitter) and a random mirror."""
-    scale = 1.0 + (torch.rand(1, generator=gen).item() - 0.5) * 0.1
-    shift = (torch.rand(2, generator=gen) - 0.5) * 0.06
-    g = grid * scale + shift
-    if torch.rand(1, generator=gen).item() < 0.5:
+@dataclass(frozen=True)
+class _Draw:
+    """One sampled transformation of the photo window and of the alignment (identity when nothing is drawn)."""
+
+    jpeg: int | None = None  # re-encode at this quality
+    blur: float = 0.0  # Gaussian sigma in photo pixels
+    resize: float = 1.0  # down-scale factor (then back up)
+    shrink: float = 1.0  # extra area pre-shrink before sampling (a pyramid level / another resampler)
+    mode: str = "bilinear"  # grid_sample interpolation
+    scale: float = 1.0
+    angle: float = 0.0  # radians
+    shift: tuple[float, float] = (0.0, 0.0)  # in normalised crop units
+    mirror: bool = False
+
+
+def _draw(eot: Sequence[str], gen: torch.Generator) -> _Draw:
+    def u(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(1, generator=gen))
+
+    d: dict = {}
+    if "jitter" in eot:
+        d.update(scale=u(0.94, 1.06), angle=math.radians(u(-6, 6)), shift=(u(-0.04, 0.04), u(-0.04, 0.04)))
+    if "mirror" in eot:
+        d["mirror"] = u(0, 1) < 0.5
+    if "resample" in eot:
+        d.update(mode="bicubic" if u(0, 1) < 0.5 else "bilinear", shrink=u(0.6, 1.0) if u(0, 1) < 0.5 else 1.0)
+    if "jpeg" in eot and u(0, 1) < 0.5:
+        d["jpeg"] = int(u(60, 96))
+    if "blur" in eot and u(0, 1) < 0.5:
+        d["blur"] = u(0.3, 1.2)
+    if "resize" in eot and u(0, 1) < 0.5:
+        d["resize"] = u(0.5, 0.9)
+    return _Draw(**d)
+
+
+def _jpeg_through(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip of (1, 3, H, W) 0-255 with the identity as its gradient (straight-through)."""
+    from PIL import Image
+
+    img = x.detach()[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    y = torch.from_numpy(back.copy()).permute(2, 0, 1).float()[None]
+    return x + (y - x).detach()
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, math.ceil(2.5 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+
+
+def _photo_transform(x: torch.Tensor, d: _Draw) -> torch.Tensor:
+    """What happens to the photo before a recogniser reads it: re-encoding, blur, down/up-scaling."""
+    if d.resize < 1.0:
+        h, w = x.shape[-2:]
+        small = F.interpolate(x, size=(max(2, round(h * d.resize)), max(2, round(w * d.resize))), mode="area")
+        x = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    if d.blur > 0:
+        x = _gaussian_blur(x, d.blur)
+    if d.jpeg is not None:
+        x = _jpeg_through(x, d.jpeg)
+    return x
+
+
+def _jittered(grid: torch.Tensor, d: _Draw, width: int, height: int) -> torch.Tensor:
+    """The sampling grid (1, S, S, 2) scaled, rotated (in pixel units of the width x height window) and shifted
+    about the crop centre, optionally mirrored."""
+    if d.scale == 1.0 and d.angle == 0.0 and d.shift == (0.0, 0.0) and not d.mirror:
+        return grid
+    centre = grid.mean(dim=(1, 2), keepdim=True)
+    half = torch.tensor([width / 2, height / 2], dtype=grid.dtype)
+    c, s = math.cos(d.angle), math.sin(d.angle)
+    rot = torch.tensor([[c, -s], [s, c]], dtype=grid.dtype)
+    g = ((grid - centre) * half) @ rot.T / half
+    g = g * d.scale + centre + torch.tensor(d.shift, dtype=grid.dtype)
+    if d.mirror:
         g = torch.flip(g, dims=[2])  # mirror the crop: sample columns right-to-left
     return g
 
@@ -103,28 +204,59 @@ def _antialias_factors(matrices: np.ndarray) -> list[float]:
     return [2.0 * s if s < 0.5 else 1.0 for s in scales]
 
 
+def _embeddings(
+    sources: Sequence[SourceModel], x: torch.Tensor, grids: Mapping[str, torch.Tensor], draws: Sequence[_Draw]
+) -> dict[str, torch.Tensor]:
+    """Embeddings (K, F, D) of every face as each source model sees it under each of the K draws,
+    differentiable w.r.t. the photo window `x` (1, 3, H, W) in 0-255."""
+    out: dict[str, list[torch.Tensor]] = {s.id: [] for s in sources}
+    h, w = x.shape[-2:]
+    for d in draws:
+        xd = _photo_transform(x, d)
+        shrunk: dict[tuple[int, int], torch.Tensor] = {}  # one area-downscale per size per draw, shared by models
+        for s in sources:
+            crops = []
+            for i, factor in enumerate(_antialias_factors(s.matrices)):
+                # Same anti-aliasing as `align` (times the draw's extra shrink): normalised grid coordinates do
+                # not depend on the resolution.
+                f = factor * d.shrink
+                size = (max(1, round(h * f)), max(1, round(w * f)))
+                if f >= 1.0:
+                    xi = xd
+                else:
+                    key = (size[0] // 2 * 2, size[1] // 2 * 2) if min(size) > 4 else size  # merge near-equal sizes
+                    if key not in shrunk:
+                        shrunk[key] = F.interpolate(xd, size=key, mode="area")
+                    xi = shrunk[key]
+                crops.append(F.grid_sample(xi, _jittered(grids[s.id][i : i + 1], d, w, h), mode=d.mode,
+                                           padding_mode="zeros", align_corners=False))
+            out[s.id].append(torch.cat(crops))
+    return {
+        s.id: s.module(torch.cat(out[s.id]).clamp(0, 255)).view(len(draws), len(s.matrices), -1) for s in sources
+    }
+
+
 def _cosines(
     sources: Sequence[SourceModel], x: torch.Tensor, grids: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Cosine of each face (as each source model sees it) to its reference, differentiable w.r.t. `x`."""
+    """Cosine (F,) of each face, as each source model sees it through the exact alignment, to its reference."""
+    emb = _embeddings(sources, x, grids, [_Draw()])
+    return {s.id: F.cosine_similarity(emb[s.id][0], s.references, dim=1) for s in sources}
+
+
+def _decoys(sources: Sequence[SourceModel]) -> dict[str, torch.Tensor]:
+    """Per source, (F, D) unit embeddings to pull towards: the given ones, else the bundled face least similar
+    to each reference (the photo's own person is never its decoy)."""
+    from facecloak.impostors import bundled_impostors
+
     out = {}
-    h, w = x.shape[-2:]
-    shrunk: dict[tuple[int, int], torch.Tensor] = {}  # one area-downscale per size per step, shared by models
     for s in sources:
-        crops = []
-        for i, factor in enumerate(_antialias_factors(s.matrices)):
-            # Same anti-aliasing as `align`: normalised grid coordinates do not depend on the resolution.
-            size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            if factor == 1.0:
-                xi = x
-            else:
-                key = (size[0] // 2 * 2, size[1] // 2 * 2) if min(size) > 4 else size  # merge near-equal sizes
-                if key not in shrunk:
-                    shrunk[key] = F.interpolate(x, size=key, mode="area")
-                xi = shrunk[key]
-            crops.append(F.grid_sample(xi, grids[s.id][i : i + 1], mode="bilinear", padding_mode="zeros",
-                                       align_corners=False))
-        out[s.id] = F.cosine_similarity(s.module(torch.cat(crops)), s.references, dim=1)
+        if s.decoys is not None:
+            out[s.id] = F.normalize(s.decoys.float(), dim=1)
+            continue
+        bank = bundled_impostors(s.id, s.module)
+        sims = F.normalize(s.references.float(), dim=1) @ bank.T
+        out[s.id] = bank[sims.argmin(dim=1)]
     return out
 
 
@@ -149,12 +281,20 @@ def cloak(
     delta = torch.zeros_like(patch, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=settings.step_size)
     thresholds = {s.id: s.threshold for s in sources}
+    decoys = _decoys(sources) if settings.decoy > 0 else {}
     used = 0
     for step in range(settings.steps):
         x = (patch + delta * m).clamp(0, 255)
-        step_grids = {k: _diverse(g, gen) for k, g in grids.items()} if settings.diversity else grids
-        cos = _cosines(sources, x, step_grids)
-        loss = torch.stack([c.mean() for c in cos.values()]).mean()
+        draws = [_draw(settings.eot, gen) if settings.diversity else _Draw() for _ in range(settings.samples)]
+        emb = _embeddings(sources, x, grids, draws)
+        losses = []
+        for s in sources:
+            e = F.normalize(emb[s.id], dim=-1)
+            term = (e * F.normalize(s.references.float(), dim=1)).sum(-1).mean()
+            if decoys:
+                term = term - settings.decoy * (e * decoys[s.id]).sum(-1).mean()
+            losses.append(term)
+        loss = torch.stack(losses).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

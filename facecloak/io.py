@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
+import stat
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -110,8 +112,10 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         raise ConfigError(f"max_pixels must be positive, got {max_pixels}")
     _check_readable_file(path)
     with _pil_pixel_limit(max_pixels), warnings.catch_warnings():
-        # We enforce our own limit below; Pillow's warning between its soft and hard limit is noise.
+        # We enforce our own limit below; Pillow's warning between its soft and hard limit is noise. A damaged
+        # EXIF block is dropped on writing anyway (see `clean_exif`), so Pillow's "Corrupt EXIF data" is noise too.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="(?i).*corrupt exif", category=UserWarning)
         try:
             with _open(path) as image:
                 _check_declared_size(path, image.size, max_pixels)
@@ -124,6 +128,13 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             ) from None
         except MemoryError:
             raise ImageError(f"{path}: not enough memory to decode this photo") from None
+        except ValueError as exc:
+            if "decompressed data too large" in str(exc).lower():  # Pillow's guard on PNG text/ICC chunks
+                raise ImageError(
+                    f"{path}: refused, a metadata chunk inflates past Pillow's safety limit (a possible "
+                    "decompression bomb in the PNG text or colour-profile data), not damaged pixels"
+                ) from None
+            raise ImageError(f"{path}: cannot decode, file damaged or truncated ({_one_line(exc)})") from None
         except Exception as exc:
             # Decoders (libjpeg, zlib, libtiff, ...) raise OSError, SyntaxError, ValueError, EOFError, struct.error
             # and more on damaged files; the user only needs to know the file is damaged, in one line.
@@ -131,14 +142,15 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 
 
 def _check_readable_file(path: Path) -> None:
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not a photo")
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a permission problem on the way, ...
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{path}: is a folder, not a photo")
+    size = info.st_size
     if size == 0:
         raise ImageError(f"{path}: empty file (0 bytes), not a photo")
 
@@ -358,6 +370,19 @@ def write_image(
     return path
 
 
+def round_trip(
+    rgb: np.ndarray, path: str | os.PathLike[str], *, format: str | None = None, jpeg_quality: int = 95
+) -> np.ndarray:
+    """`rgb` encoded exactly as `write_image` would write it to `path` (format, quality, chroma) and decoded
+    again, in memory: the pixels a recogniser would get from that file."""
+    file_format = _resolve_format(Path(path), format)
+    rgb, _ = _check_pixels(rgb, None)
+    buffer = io.BytesIO()
+    _to_pil(rgb, None).save(buffer, format=file_format, **_save_params(file_format, jpeg_quality))
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def _resolve_format(path: Path, format: str | None) -> str:
     if format is None:
         found = _SUFFIX_FORMATS.get(path.suffix.lower())
@@ -573,6 +598,15 @@ def _walk_folder(root: Path, *, recursive: bool, follow_symlinks: bool) -> Itera
                 continue
             entry_path = Path(entry.path)
             is_link = entry.is_symlink()
+            try:
+                entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                continue  # a dangling link, or removed while we walk: nothing to protect
+            except OSError:
+                # A symlink loop or an entry we may not look at: hand it on, so it is reported as failed with its
+                # reason while the rest of the batch goes on.
+                yield entry_path
+                continue
             if entry.is_dir(follow_symlinks=True):
                 if recursive and (not is_link or follow_symlinks):
                     pending.append(entry_path)

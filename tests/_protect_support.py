@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-FAST = ("--models", "mbf-arc", "--fill", "black", "--parser", "landmarks5")
+FAST = ("--models", "mbf-arc", "--fill", "black", "--budget", "1", "--parser", "landmarks5", "--no-verify")
 
 
 def need_weights() -> None:

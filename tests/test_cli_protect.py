@@ -56,12 +56,12 @@ def test_batch_writes_protected_copies_and_reports_every_photo(photos: list[Path
     records, summary = json_lines(result.stdout)
     rows = by_name(records)
     assert result.exit_code == 1  # some failed (the broken file), the rest handled
-    assert summary == {"summary": {"failed": 1, "no-face-skipped": 1, "protected": 3}, "photos": 5, "failed": 1}
+    assert summary == {"summary": {"failed": 1, "no-face-skipped": 1, "unverified": 3}, "photos": 5, "failed": 1}
     assert rows["broken.jpg"]["status"] == "failed" and "broken.jpg" in rows["broken.jpg"]["message"]
     assert rows["wall.png"]["status"] == "no-face-skipped" and rows["wall.png"]["output"] is None
     for p in photos:
         row = rows[p.name]
-        assert row["status"] == "protected" and row["faces"] >= 1 and row["pixels_changed"] > 0
+        assert row["status"] == "unverified" and row["faces"] >= 1 and row["pixels_changed"] > 0
         assert row["output"] == str(tmp_path / "out" / f"{p.stem}_protected.jpg")
         assert row["fill"] == "black" and row["frames"] == 1 and row["seconds"] > 0
         cos = row["cosine"][0]["mbf-arc"]
@@ -136,7 +136,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(photos: list[Path], tmp_p
     assert target.read_bytes() == b"user's own file"
     forced = invoke(["protect", photos[0], "-o", out, *FAST, "--json", "--overwrite"])
     (row,), _ = json_lines(forced.stdout)
-    assert forced.exit_code == 0 and row["status"] == "protected"
+    assert forced.exit_code == 0 and row["status"] == "unverified"
     assert read_image(target).width == read_image(photos[0]).width
 
 
@@ -166,7 +166,7 @@ def test_interrupted_run_resumes_without_redoing_or_partial_files(
     resumed = invoke(["protect", src, "-o", out, *FAST, "--json"])
     records, summary = json_lines(resumed.stdout)
     assert resumed.exit_code == 0
-    assert summary["summary"] == {"exists": 1, "protected": 2}
+    assert summary["summary"] == {"exists": 1, "unverified": 2}
     assert by_name(records)[photos[0].name]["status"] == "exists"
     assert sha256(done[0]) == kept  # the finished output was not redone
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}_protected.jpg" for p in photos)
@@ -295,7 +295,7 @@ def test_format_and_suffix_options(photos: list[Path], tmp_path: Path) -> None:
 def test_human_output_is_a_table_on_stderr(photos: list[Path], tmp_path: Path) -> None:
     result = invoke(["protect", photos[0], "-o", tmp_path / "out", *FAST])
     assert result.exit_code == 0 and result.stdout == ""
-    assert "facecloak protect" in result.stderr and "1 protected" in result.stderr
+    assert "facecloak protect" in result.stderr and "1 unverified" in result.stderr
 
 
 def test_output_folder_inside_or_equal_to_the_input_tree(photos: list[Path], tmp_path: Path) -> None:
@@ -309,3 +309,41 @@ def test_output_folder_inside_or_equal_to_the_input_tree(photos: list[Path], tmp
     same = invoke(["protect", tree, "-o", tree, *FAST, "--dry-run", "--json"])
     records, _ = json_lines(same.stdout)
     assert sorted(Path(r["output"]).name for r in records) == sorted(f"{p.stem}_protected.jpg" for p in photos)
+
+
+def test_written_file_is_verified_by_independent_recognisers(photos: list[Path], tmp_path: Path) -> None:
+    """Verification on (the default): each face gets a verdict from the panel, read from the written file. A
+    1 % black fill leaves a face matched to its own original (self-similarity stays far above any threshold),
+    so the CLI must say so and must not call the photo protected."""
+    pytest.importorskip("dlib")
+    fast_verified = [a for a in FAST if a != "--no-verify"]
+    result = invoke(["protect", photos[0], "-o", tmp_path / "out", *fast_verified, "--json"])
+    records, summary = json_lines(result.stdout)
+    row = records[0]
+    assert result.exit_code == 0
+    assert row["status"] == "still-recognised" and row["level"] == "medium"
+    verdict = row["verdict"][0]
+    assert verdict["m"] >= 2 and 1 <= verdict["k"] <= verdict["m"] and not verdict["protected"]
+    assert set(verdict["matched_by"]) <= {"dlib", "arcface", "hse"}
+    assert "dlib" in verdict["held_out"]  # dlib's network (dlib-r29) did not make this protection
+    assert all(c is None or -1 <= c <= 1 for c in verdict["cosine"].values())
+    assert summary["verification"] == {"faces": 1, "verified_protected": 0}
+    human = invoke(["protect", photos[1], "-o", tmp_path / "out2", *fast_verified])
+    assert "still recognised" in human.stderr and "--escalate" in human.stderr
+    assert "0 of 1 faces verified protected" in human.stderr
+
+
+def test_escalate_raises_the_level_of_faces_still_matched(photos: list[Path], tmp_path: Path) -> None:
+    pytest.importorskip("dlib")
+    args = ["--models", "mbf-arc", "--parser", "landmarks5", "--level", "low", "--escalate", "--steps", "2"]
+    result = invoke(["protect", photos[0], "-o", tmp_path / "out", *args, "--json"])
+    row = json_lines(result.stdout)[0][0]
+    # a low-level face is still matched by its own original, so it must have been raised
+    assert row["face_levels"][0] in ("medium", "high") and row["verdict"][0]["m"] >= 1
+    assert row["status"] in ("protected", "still-recognised")
+    assert result.exit_code == 0
+
+
+def test_escalate_needs_verification(photos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["protect", photos[0], "--escalate", "--no-verify"], capsys)
+    assert code == 2 and "--escalate needs the verification" in err

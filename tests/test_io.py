@@ -591,3 +591,42 @@ def test_every_shared_photo_reads_upright_and_writes_without_exif(deepface_dir: 
             out = write_image(tmp_path / f"{with_exif}.jpg", photo.rgb, source=photo)
             assert len(_reopen_exif(out)) == 0, path
     assert len(paths) == 61 and with_exif >= 1
+
+
+def test_a_symlink_loop_is_handed_on_as_an_unreadable_entry_not_a_crash(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    found = [i.path.name for i in find_images([tmp_path])]
+    assert found == ["loop", "ok.png"]
+    with pytest.raises(ImageError, match=r"cannot read .*symbolic links"):
+        read_image(tmp_path / "loop")
+
+
+def test_corrupt_exif_is_read_without_pillow_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    path = tmp_path / "corrupt-exif.jpg"
+    truncated_exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12"  # says 5 entries, holds none
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, exif=truncated_exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        photo = read_image(path)
+    assert photo.rgb.shape == (8, 8, 3)
+
+
+def test_png_text_chunk_bomb_is_refused_as_a_bomb_not_as_damage(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    from facecloak.errors import ImageError
+    from facecloak.io import read_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    body = b"zTXt" + b"Comment\x00\x00" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK + 10))
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    path = tmp_path / "text-bomb.png"
+    path.write_bytes(png[:33] + chunk + png[33:])  # after the 8-byte signature and the 25-byte IHDR chunk
+    with pytest.raises(ImageError, match="inflates past Pillow's safety limit") as info:
+        read_image(path)
+    assert "damaged or truncated" not in str(info.value)

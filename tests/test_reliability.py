@@ -117,18 +117,18 @@ def _cases() -> dict[str, tuple[Callable[[], bytes], str, str | None]]:
         "empty.png": (lambda: b"", "failed", "empty file"),
         "one_pixel.png": (lambda: _png_bytes(Image.new("RGB", (1, 1), (200, 10, 10))), "no-face-skipped", None),
         "bomb.png": (_bomb_png, "failed", "refused"),
-        "grey16.png": (lambda: _sixteen_bit_png(face), "protected", None),
-        "cmyk.jpg": (lambda: _jpeg_bytes_of(Image.fromarray(face).convert("CMYK")), "protected", None),
+        "grey16.png": (lambda: _sixteen_bit_png(face), "unverified", None),
+        "cmyk.jpg": (lambda: _jpeg_bytes_of(Image.fromarray(face).convert("CMYK")), "unverified", None),
         "palette.png": (lambda: _png_bytes(Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE)),
-                        "protected", None),
-        "grey.jpg": (lambda: _jpeg_bytes_of(Image.fromarray(face).convert("L")), "protected", None),
-        "alpha.png": (lambda: _rgba_png(face), "protected", None),
-        "animated.gif": (lambda: _animated_gif(face), "protected", "first of 2 frames"),
-        "pages.tif": (lambda: _multipage_tiff(face), "protected", "first of 2 frames"),
+                        "unverified", None),
+        "grey.jpg": (lambda: _jpeg_bytes_of(Image.fromarray(face).convert("L")), "unverified", None),
+        "alpha.png": (lambda: _rgba_png(face), "unverified", None),
+        "animated.gif": (lambda: _animated_gif(face), "unverified", "first of 2 frames"),
+        "pages.tif": (lambda: _multipage_tiff(face), "unverified", "first of 2 frames"),
         "phone.heic": (lambda: struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0mif1heic" + b"\0" * 64,
                        "failed", "pillow-heif"),
         "tiny_face.png": (_tiny_face, "no-face-skipped", "no face found"),
-        "Zoë's photo ü 1.jpg": (lambda: _jpeg_bytes(face), "protected", None),
+        "Zoë's photo ü 1.jpg": (lambda: _jpeg_bytes(face), "unverified", None),
     }  # fmt: skip
 
 
@@ -170,7 +170,7 @@ def test_input_case(matrix: dict, name: str) -> None:
         assert message in row["message"], row
     if status == "failed":
         assert row["output"] is None and row["message"] and "\n" not in row["message"]
-    if status == "protected":
+    if status == "unverified":
         assert row["faces"] == 1 and row["pixels_changed"] > 0 and Path(row["output"]).is_file()
     assert matrix["after"][name] == matrix["before"][name]  # the original is byte-identical
 
@@ -226,7 +226,7 @@ def test_every_exif_orientation_is_applied_before_detection(weights: None, tmp_p
     assert np.array_equal(read_image(photo).rgb, upright)
     result = invoke(["protect", photo, "-o", tmp_path / "out", *FAST, "--json", "--save-mask"])
     (row,), _ = json_lines(result.stdout)
-    assert row["status"] == "protected" and row["faces"] == 1
+    assert row["status"] == "unverified" and row["faces"] == 1
     out = read_image(row["output"]).rgb
     assert out.shape == upright.shape  # written upright
     mask = read_image(row["side_files"][0]).rgb[..., 0] == 255
@@ -241,7 +241,7 @@ def test_twenty_five_faces_in_one_photo_are_all_protected(weights: None, tmp_pat
     Image.fromarray(np.tile(astronaut_face(120), (5, 5, 1))).save(photo)
     result = invoke(["protect", photo, "-o", tmp_path / "out", *FAST, "--json"])
     (row,), _ = json_lines(result.stdout)
-    assert row["status"] == "protected" and row["faces"] == 25 and len(row["cosine"]) == 25
+    assert row["status"] == "unverified" and row["faces"] == 25 and len(row["cosine"]) == 25
     changed = (read_image(row["output"]).rgb != read_image(photo).rgb).any(2)
     per_tile = changed.reshape(5, 120, 5, 120).sum(axis=(1, 3))
     assert (per_tile > 0).all()  # every face got its share
@@ -335,7 +335,7 @@ def test_disk_full_fails_the_photo_and_leaves_nothing(
     result = invoke(["protect", three_faces, "-o", tmp_path / "out", *FAST, "--json"])
     monkeypatch.undo()
     records, summary = json_lines(result.stdout)
-    assert result.exit_code == 1 and summary["summary"] == {"failed": 1, "protected": 2}
+    assert result.exit_code == 1 and summary["summary"] == {"failed": 1, "unverified": 2}
     assert "No space left on device" in by_name(records)["p1.jpg"]["message"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0_protected.jpg", "p2_protected.jpg"]
     assert temp_leftovers(tmp_path / "out") == []
@@ -380,7 +380,7 @@ def test_signal_mid_batch_leaves_no_partial_files_and_rerun_resumes(
     resumed = invoke(["protect", src, "-o", out, *FAST, "--json"])
     _, summary = json_lines(resumed.stdout)
     assert resumed.exit_code == 0
-    assert summary["summary"] == {"exists": len(finished), "protected": 5 - len(finished)}
+    assert summary["summary"] == {"exists": len(finished), "unverified": 5 - len(finished)}
     assert all(sha256(out / n) == h for n, h in finished.items())  # finished outputs not redone
     assert len(list(out.iterdir())) == 5
 
@@ -402,10 +402,10 @@ def test_two_concurrent_runs_into_one_folder_do_not_corrupt_each_other(weights: 
     rows = [by_name(json_lines(stdout)[0]) for stdout, _ in results]
     for name in (f"p{i}.png" for i in range(4)):
         statuses = sorted(r[name]["status"] for r in rows)
-        assert statuses in (["exists", "protected"], ["exists", "exists"]), statuses
+        assert statuses in (["exists", "unverified"], ["exists", "exists"]), statuses
         written = out / f"{Path(name).stem}_protected.png"
         assert np.array_equal(read_image(written).rgb.shape, (256, 256, 3))  # complete and decodable
-    assert sum(r[n]["status"] == "protected" for r in rows for n in r) == 4  # each output written exactly once
+    assert sum(r[n]["status"] == "unverified" for r in rows for n in r) == 4  # each output written exactly once
     assert temp_leftovers(out) == [] and len(list(out.iterdir())) == 4
 
 
@@ -520,5 +520,5 @@ def test_no_network_access_during_protect(weights: None, tmp_path: Path, monkeyp
     photo = tmp_path / "face.jpg"
     Image.fromarray(astronaut(256)).save(photo)
     result = invoke(["protect", photo, "-o", tmp_path / "out", *FAST, "--fill", "cloak", "--steps", "3", "--json"])
-    assert result.exit_code == 0 and json_lines(result.stdout)[0][0]["status"] == "protected"
+    assert result.exit_code == 0 and json_lines(result.stdout)[0][0]["status"] == "unverified"
     assert attempts == []

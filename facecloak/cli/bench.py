@@ -107,3 +107,53 @@ def patterns_command(
     settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
     run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models), seed=seed,
                  overrides=settings, progress=progress_iter)
+
+
+@bench_app.command("independent")
+def independent_command(
+    data: Annotated[Path, typer.Option(help="Labelled folder with manifest.csv (path,identity), e.g. LFW.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (independent.json, report.md).")],
+    people: Annotated[int, typer.Option(help="People drawn (seeded) among those with at least two photos.")] = 60,
+    probes_per_person: Annotated[int, typer.Option(help="Protected probes per person.")] = 1,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--setting", help="Protection levels or ablation settings to measure (repeatable; default: every level). "
+                          "Append +random for the equal-area random-pixel control, e.g. high+random.")] = None,
+    pipelines: Annotated[str, typer.Option(help="Independent recognisers (own detection and alignment).")] = (
+        "dlib,arcface,hse"),
+    seed: int = 0,
+    shard: Annotated[str, typer.Option(help="i/n: measure every n-th probe starting at i (parallel runs).")] = "0/1",
+) -> None:
+    """Protect photos, write and decode them, and let independent recognisers read them their own way."""
+    from facecloak.cli.common import parse_names
+
+    independent = _import_bench("independent")
+    settings = independent.settings_by_name(setting or independent.default_setting_names())
+    probes = independent.choose_probes(data, people=people, seed=seed, probes_per_person=probes_per_person)
+    i, n = (int(v) for v in shard.split("/"))
+    probes = probes[i::n]
+    result = independent.run(probes, settings, parse_names(pipelines) or [], seed=seed, progress=progress_iter)
+    independent.write_outputs(result, out, _command_line())
+    console.print(independent.markdown(result))
+    console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")
+
+
+@bench_app.command("calibrate-independent")
+def calibrate_independent_command(
+    data: Annotated[Path, typer.Option(help="Labelled folder with manifest.csv (one photo per person is used).")],
+    photos: Annotated[int, typer.Option(help="People (one photo each); their different-person pairs set the "
+                                             "thresholds.")] = 1000,
+    pipelines: Annotated[str, typer.Option(help="Independent recognisers to calibrate.")] = "dlib,arcface,hse",
+    seed: int = 0,
+    shipped: Annotated[bool, typer.Option(help="Write into the package's shipped table (maintainers).")] = False,
+) -> None:
+    """Thresholds at FAR 1e-2 / 1e-3 / 1e-4 for the independent recognisers, through their own pipelines."""
+    from facecloak.cli.common import parse_names
+
+    independent = _import_bench("independent")
+    entries = independent.calibrate(data, photos=photos, pipelines=parse_names(pipelines) or [], seed=seed,
+                                    progress=progress_iter)
+    path = independent.save_calibration(entries, shipped)
+    for name, e in entries.items():
+        console.print(f"{name}: FAR 1e-3 cosine {e['at_far']['0.001']:.4f} ({e['n_photos']} photos, "
+                      f"{e['n_impostor']} pairs)")
+    console.print(f"wrote {path}")

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -56,14 +56,24 @@ class ParserChoice(str, Enum):
     landmarks5 = "landmarks5"
 
 
+class LevelChoice(str, Enum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
 @dataclass(frozen=True)
 class PhotoReport:
     """What happened to one input; one JSON line with `--json`.
 
-    status: protected | exists | no-face-skipped | no-face-copied | failed | would-write.
+    status: protected (written, and no face is matched by any local verifier any more) | still-recognised
+    (written, but some face is still matched: see `verdict`) | unverified (written with --no-verify) | exists |
+    no-face-skipped | no-face-copied | failed | would-write.
     cosine: per face, model id -> {"before", "after"}: cosine of the clean / the written-and-reread face to the
-    reference (the person's profile with --person, else the clean face itself). seconds: wall time for the photo.
-    frames: frames/pages in the file (only the first is protected when > 1).
+    reference (the person's profile with --person, else the clean face itself), by the source models.
+    verdict: per face, the verification panel's judgement of the written file (`FaceVerdict.as_json`), each
+    verifier reading it through its own detection and alignment. level: the level each face ended at.
+    seconds: wall time for the photo. frames: frames/pages in the file (only the first is protected when > 1).
     """
 
     path: str
@@ -77,6 +87,13 @@ class PhotoReport:
     message: str = ""
     frames: int = 1
     side_files: tuple[str, ...] = field(default_factory=tuple)
+    level: str = ""
+    verdict: tuple[dict[str, Any], ...] = ()
+    face_levels: tuple[str, ...] = ()
+
+    @property
+    def verified_faces(self) -> int:
+        return sum(bool(v.get("protected")) for v in self.verdict)
 
     def as_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -106,6 +123,10 @@ class ProtectOptions:
     steps: int
     epsilon: float | None
     parser: str
+    level: str = "medium"
+    verify: bool = True
+    escalate: bool = False
+    panel: tuple[str, ...] = ("dlib", "arcface", "hse")
 
 
 def register(app: typer.Typer) -> None:
@@ -126,11 +147,17 @@ def protect_command(
         str | None, typer.Option(help="Output format: jpeg, png, webp, tiff (default: as input).")
     ] = None,
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
-    models: Annotated[
-        str | None, typer.Option(help="Comma-separated source models (default: mbf-arc,mbf-tf,mobileface).")
+    level: Annotated[
+        LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
+                                       "high (transfer cloak, 5 %). --fill/--budget/--steps/--models override it.")
+    ] = LevelChoice.medium,
+    models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")
     ] = None,
-    budget: Annotated[float, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")] = 1.0,
-    fill: Annotated[str, typer.Option(help="black, mean, blur, pixelate, noise, inpaint or cloak.")] = "black",
+    fill: Annotated[
+        str | None, typer.Option(help="black, mean, blur, pixelate, noise, inpaint or cloak (default: the level's).")
+    ] = None,
     person: Annotated[
         str | None, typer.Option(help="Name of the person the photos show (with --person-photos).")
     ] = None,
@@ -143,10 +170,17 @@ def protect_command(
         NoFacePolicy, typer.Option(help="Photos without a face: skip, copy (metadata stripped) or error.")
     ] = NoFacePolicy.skip,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace existing outputs (default: skip them, so reruns resume).")
+        bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them, so reruns resume).")
     ] = False,
-    keep_metadata: Annotated[bool, typer.Option(help="Keep EXIF/ICC (GPS still removed unless --keep-gps).")] = False,
-    keep_gps: Annotated[bool, typer.Option(help="With --keep-metadata, keep GPS location too.")] = False,
+    keep_metadata: Annotated[
+        bool, typer.Option("--keep-metadata", help="Keep EXIF/ICC (GPS still removed unless --keep-gps).")
+    ] = False,
+    keep_gps: Annotated[bool, typer.Option("--keep-gps", help="With --keep-metadata, keep GPS location too.")] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Skip checking the written file with the local verifiers (faster; nothing is claimed).")
+    ] = False,
+    escalate: Annotated[bool, typer.Option(
+        "--escalate", help="Raise the level of each face that a verifier still matches, up to high.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per photo, then a summary line.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List what would be written, change nothing.")] = False,
     save_mask: Annotated[bool, typer.Option(help="Also write <output>.mask.png (the changed pixels).")] = False,
@@ -157,21 +191,26 @@ def protect_command(
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse photos larger than this many pixels (checked before decoding).")
     ] = 100_000_000,
-    steps: Annotated[int, typer.Option(min=0, help="Cloak: optimisation steps.")] = 60,
+    steps: Annotated[int | None, typer.Option(min=0, help="Cloak: optimisation steps (default: the level's).")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Cloak: max change per pixel (0-255 levels).")] = None,
     parser: Annotated[
         ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
     ] = ParserChoice.facemesh,
 ) -> None:
-    """Write protected copies of photos: only the pixels recognition relies on most are changed."""
+    """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
+    is read back by local face recognisers through their own detection and alignment, and the result says, per
+    face, whether any of them still matches it."""
+    from facecloak.levels import LEVELS
+
+    chosen = LEVELS.get(level.value)
     options = ProtectOptions(
         out=out,
         suffix=suffix,
         format=format,
         jpeg_quality=jpeg_quality,
-        models=tuple(parse_names(models) or ()),
-        budget=budget,
-        fill=fill,
+        models=tuple(parse_names(models) or chosen.models),
+        budget=chosen.budget if budget is None else budget,
+        fill=chosen.fill if fill is None else fill,
         seed=seed,
         largest_only=largest_only,
         no_face=no_face,
@@ -182,9 +221,12 @@ def protect_command(
         save_mask=save_mask,
         save_heatmap=save_heatmap,
         max_pixels=max_pixels,
-        steps=steps,
+        steps=chosen.cloak.steps if steps is None else steps,
         epsilon=epsilon,
         parser=parser.value,
+        level=level.value,
+        verify=not no_verify,
+        escalate=escalate,
     )
     _check_options(options, person, person_photos)
     items = _collect(paths, options, recursive=recursive, follow_symlinks=follow_symlinks)
@@ -203,6 +245,9 @@ def protect_command(
                     typer.echo(json.dumps(report.as_json(), ensure_ascii=False))
                 elif report.status == "failed":
                     stderr.print(f"[red]failed[/red] {report.path}: {report.message}", highlight=False, soft_wrap=True)
+                elif report.status == "still-recognised":
+                    stderr.print(f"[yellow]still recognised[/yellow] {report.path}: {_still_matched(report)}",
+                                 highlight=False, soft_wrap=True)
         except KeyboardInterrupt:
             done = sum(r.status in ("protected", "no-face-copied") for r in reports)
             stderr.print(
@@ -214,10 +259,13 @@ def protect_command(
             raise
     failed = sum(r.status == "failed" for r in reports)
     summary = {s: sum(r.status == s for r in reports) for s in sorted({r.status for r in reports})}
+    faces = {"faces": sum(r.faces for r in reports if r.verdict),
+             "verified_protected": sum(r.verified_faces for r in reports)}
     if as_json:
-        typer.echo(json.dumps({"summary": summary, "photos": len(reports), "failed": failed}))
+        typer.echo(json.dumps({"summary": summary, "photos": len(reports), "failed": failed,
+                               **({"verification": faces} if faces["faces"] else {})}))
     else:
-        _print_summary(reports, summary)
+        _print_summary(reports, summary, faces)
     if failed:
         raise typer.Exit(2 if failed == len(reports) else 1)
 
@@ -232,6 +280,8 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
 
     if o.keep_gps and not o.keep_metadata:
         raise ConfigError("--keep-gps only makes sense with --keep-metadata")
+    if o.escalate and not o.verify:
+        raise ConfigError("--escalate needs the verification that --no-verify turns off")
     if (person is None) != (person_photos is None):
         raise ConfigError("--person and --person-photos go together")
     if o.fill not in FILL_NAMES:
@@ -289,32 +339,58 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _print_summary(reports: list[PhotoReport], summary: dict[str, int]) -> None:
+def _verdict_text(v: dict[str, Any]) -> str:
+    if not v["m"]:
+        return "not verifiable"
+    who = f" ({', '.join(v['matched_by'])})" if v["matched_by"] else ""
+    return f"matched by {v['k']} of {v['m']}{who}"
+
+
+def _still_matched(r: PhotoReport) -> str:
+    faces = [f"face {i + 1} {_verdict_text(v)}" for i, v in enumerate(r.verdict) if not v["protected"]]
+    top = r.face_levels and all(lv == "high" for lv in r.face_levels)
+    advice = ("the highest level did not stop them; keep this photo private or blur the face" if top
+              else "try --level high or --escalate")
+    return f"{'; '.join(faces)}: local face recognisers still link the written photo to the person; {advice}"
+
+
+def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: dict[str, int]) -> None:
     table = Table(title="facecloak protect")
-    for col in ("photo", "status", "faces", "pixels changed", "cosine to reference before → after (per model)"):
+    for col in ("photo", "status", "faces", "pixels changed", "verification (per face)"):
         table.add_column(col)
     for r in reports:
-        cos = "; ".join(
-            ", ".join(f"{m} {v['before']:.2f}→{v['after']:.2f}" for m, v in face.items()) for face in r.cosine
-        )
-        table.add_row(Path(r.path).name, r.status, str(r.faces), str(r.pixels_changed), cos or r.message)
+        verdict = "; ".join(_verdict_text(v) for v in r.verdict)
+        # A dry run detects nothing: "0 faces" would read as "no face found".
+        counts = ("—", "—") if r.status == "would-write" else (str(r.faces), str(r.pixels_changed))
+        message = "not run (--dry-run)" if r.status == "would-write" else r.message
+        table.add_row(Path(r.path).name, r.status, *counts, verdict or message)
     stderr.print(table)
     stderr.print(", ".join(f"{n} {s}" for s, n in summary.items()))
+    if faces["faces"]:
+        stderr.print(f"{faces['verified_protected']} of {faces['faces']} faces verified protected: no local "
+                     "recogniser (each with its own detection and alignment) matches them to the unprotected original")
+    elif any(r.status == "unverified" for r in reports):
+        stderr.print("not verified (--no-verify): nothing is claimed about whether recognisers still match these faces")
 
 
 class _Runner:
     """Holds the options and the loaded models for one `protect` invocation."""
 
     def __init__(self, options: ProtectOptions) -> None:
-        from facecloak.cloak import CloakSettings
+        from facecloak.levels import LEVELS, ORDER
         from facecloak.protection import DEFAULT_MODELS
 
         self.o = options
         self.models: tuple[str, ...] = options.models or DEFAULT_MODELS
         self.person: Person | None = None
-        self.cloak = CloakSettings(steps=options.steps, epsilon=options.epsilon)
+        level = LEVELS.get(options.level)
+        self.cloak = replace(level.cloak, steps=options.steps, epsilon=options.epsilon)
+        # Escalation tries the named levels above the chosen one, each with its own fill, budget and sources.
+        self.higher = [LEVELS.get(n) for n in ORDER[ORDER.index(options.level) + 1:]] if options.escalate else []
         self.detector: Any = None
         self.parser: Any = None
+        self.panel: Any = None
+        self.person_references: dict[str, np.ndarray] = {}  # verifier -> (R, D) embeddings of --person's photos
 
     def prepare(self) -> None:
         """Load (and sha256-verify) the detector, the parser and every source model once."""
@@ -324,8 +400,12 @@ class _Runner:
 
         self.detector = load_detector("mtcnn")
         self.parser = get_parser(self.o.parser)
-        for model in self.models:
+        for model in {*self.models, *(m for lv in self.higher for m in lv.models)}:
             cached_model(model)
+        if self.o.verify:
+            from facecloak.verification import Panel
+
+            self.panel = Panel(self.o.panel)
 
     def load_person(self, name: str, folder: Path) -> None:
         import leam
@@ -343,6 +423,14 @@ class _Runner:
         leam.save_profile(path, profile)  # relevance maps only; the identity centroids stay in memory
         stderr.print(f"profile of {name!r}: {person.n_photos} photos, saved to {path}", highlight=False)
         self.person = person
+        if self.panel is not None:  # the verifiers compare the person's face with these photos, not the original
+            found: dict[str, list[np.ndarray]] = {}
+            for rgb in photos:
+                for verifier, faces in self.panel.read(rgb).items():
+                    if faces:
+                        biggest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                        found.setdefault(verifier, []).append(biggest.embedding)
+            self.person_references = {k: np.stack(v) for k, v in found.items()}
 
     def run_one(self, path: Path, root: Path) -> PhotoReport:
         """Protect one photo; every failure of this photo becomes a `failed` report, the batch goes on."""
@@ -384,25 +472,23 @@ class _Runner:
         return tuple(str(target.with_name(target.stem + n)) for n in names)
 
     def _protect(self, path: Path, target: Path) -> PhotoReport:
-        from facecloak.io import read_image, write_image
+        from facecloak.io import read_image, round_trip, write_image
         from facecloak.protection import protect, similarities
 
         o = self.o
         photo = read_image(path, max_pixels=o.max_pixels)
         frames_note = f"first of {photo.n_frames} frames protected" if photo.n_frames > 1 else ""
         too_small = min(photo.height, photo.width) < _SMALLEST_FACE_SIDE
+        common = {"seed": o.seed, "detector": self.detector, "parser": self.parser, "person": self.person}
         result = protect(
             photo.rgb,
             faces=[] if too_small else None,
             models=self.models,
             budget=o.budget,
             fill=o.fill,
-            person=self.person,
-            seed=o.seed,
             cloak_settings=self.cloak,
-            detector=self.detector,
-            parser=self.parser,
             largest_only=o.largest_only,
+            **common,
         )
 
         def write(rgb: np.ndarray) -> None:
@@ -438,35 +524,71 @@ class _Runner:
                 message=_join("no face found; copied unchanged", frames_note),
             )
 
+        faces = [f.face for f in result.faces]
+        boxes = [f.box for f in faces]
+        image, mask = result.image, result.mask
+        face_levels = [o.level] * len(faces)
+        sources = set(self.models)
+        references: list[dict[str, np.ndarray]] = []
+        if self.panel is not None:
+            references = self.panel.references(photo.rgb, boxes)
+            for i, f in enumerate(result.faces):
+                if f.person_match and self.person_references:
+                    references[i] = dict(self.person_references)
+            for level in self.higher:  # --escalate: judge the file as it would be written, raise what still matches
+                seen = round_trip(image, target, format=self._format(path), jpeg_quality=o.jpeg_quality)
+                verdicts = self.panel.verify(seen, boxes, references, sources=sorted(sources))
+                failing = [i for i, v in enumerate(verdicts) if v.m > 0 and not v.protected]
+                if not failing:
+                    break
+                stronger = protect(photo.rgb, faces=[faces[i] for i in failing], models=level.models,
+                                   budget=level.budget, fill=level.fill, cloak_settings=level.cloak, **common)
+                image = image.copy()
+                image[stronger.mask] = stronger.image[stronger.mask]
+                mask = mask | stronger.mask
+                sources |= set(level.models)
+                for i in failing:
+                    face_levels[i] = level.name
+
         # Side files first: the output itself is the "done" marker a rerun trusts. Side files of an earlier
         # interrupted run (output missing) are ours to replace.
         side = self._side_files(target)
         if o.save_mask:
-            mask_rgb = np.repeat((result.mask * np.uint8(255)).astype(np.uint8)[..., None], 3, axis=2)
+            mask_rgb = np.repeat((mask * np.uint8(255)).astype(np.uint8)[..., None], 3, axis=2)
             write_image(side[0], mask_rgb, overwrite=True)
         if o.save_heatmap and result.heatmap is not None:
             from facecloak.explain import heat_overlay
 
-            write_image(side[-1], heat_overlay(result.image, result.heatmap), overwrite=True)
-        write(result.image)
-        # Measure on the file as written (JPEG can erase a sparse perturbation), aligned with the same detections.
+            write_image(side[-1], heat_overlay(image, result.heatmap), overwrite=True)
+        write(image)
+        # Measure on the file as written (JPEG can erase a sparse perturbation): the source models aligned with the
+        # same detections, and the verifiers each through their own pipeline.
         written = read_image(target, max_pixels=o.max_pixels).rgb
-        after = similarities(written, [f.face for f in result.faces], self.models, result.references)
+        after = similarities(written, faces, self.models, result.references)
         cosine = tuple(
             {m: {"before": round(f.cosine_before[m], 4), "after": round(float(after[m][i]), 4)} for m in self.models}
             for i, f in enumerate(result.faces)
         )
+        verdict: tuple[dict[str, Any], ...] = ()
+        status = "unverified"
+        if self.panel is not None:
+            final = self.panel.verify(written, boxes, references, sources=sorted(sources))
+            verdict = tuple(v.as_json() for v in final)
+            status = "protected" if all(v.protected for v in final) else "still-recognised"
         return PhotoReport(
             str(path),
             str(target),
-            "protected",
+            status,
             faces=len(result.faces),
-            pixels_changed=result.pixels_changed,
+            pixels_changed=int(mask.sum()),
             fill=o.fill,
             cosine=cosine,
             frames=photo.n_frames,
             message=frames_note,
             side_files=side,
+            level=o.level,
+            verdict=verdict,
+            face_levels=tuple(face_levels),
         )
 
 

@@ -1,0 +1,370 @@
+"""Protection measured the way the world meets it: `facecloak.protect` writes a file, independent recognisers
+read the decoded file through their own detection, landmarks, alignment and resampling (`facecloak.independent`)
+and compare it with the person's other, unprotected photos.
+
+    facecloak bench independent --data ../shared/faces/lfw --people 200 -o out/independent \
+        --setting default --setting cloak2
+
+A probe is *dodged* by a pipeline when no face that pipeline finds in the protected file reaches its threshold
+(FAR 1e-3, calibrated on LFW through the same pipeline: `facecloak bench calibrate-independent`) against any
+gallery photo of the person. Probes whose unprotected file the pipeline cannot read (no face, or no gallery
+photo it can read) are left out, so every rate is over probes the recogniser could match before protection;
+`clean` is the share of those it already fails to match (the floor). Rates come with Wilson 95 % intervals and
+every LEAM setting can carry its equal-area random-pixel control (`+random`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.stats import psnr, ssim_local_change
+from facecloak.cloak import CloakSettings
+from facecloak.errors import DataError
+from facecloak.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
+from facecloak.io import read_image, write_image
+from facecloak.leamface import LeamSettings
+from facecloak.thresholds import load_thresholds, save_thresholds
+
+FAR = 1e-3
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of protecting: a fill over a LEAM (or random, the control) selection of `budget` % of the face."""
+
+    name: str
+    fill: str = "black"
+    budget: float = 1.0
+    models: tuple[str, ...] = ("mbf-arc", "mbf-tf", "mobileface")
+    cloak: CloakSettings = field(default_factory=CloakSettings)
+    random: bool = False  # the control: the same number of pixels drawn uniformly in the face region
+
+    def leam(self) -> LeamSettings:
+        if self.random:
+            return LeamSettings(budget=self.budget, selection="sampled", gamma=0.0)
+        return LeamSettings(budget=self.budget)
+
+    def as_control(self) -> Setting:
+        return replace(self, name=f"{self.name}+random", random=True)
+
+
+@dataclass(frozen=True)
+class Probe:
+    identity: str
+    probe: Path
+    gallery: tuple[Path, ...]
+
+
+def read_manifest(root: Path) -> dict[str, list[Path]]:
+    """identity -> photo paths (manifest order) of a faces folder with a `manifest.csv` (path, identity, ...)."""
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        raise DataError(f"{root} has no manifest.csv (columns path, identity)")
+    people: dict[str, list[Path]] = {}
+    with open(manifest, newline="") as fh:
+        for row in csv.DictReader(fh):
+            people.setdefault(row["identity"], []).append(root / row["path"])
+    return people
+
+
+def choose_probes(
+    root: Path, *, people: int, seed: int = 0, max_gallery: int = 3, probes_per_person: int = 1
+) -> list[Probe]:
+    """`people` identities with at least two photos, drawn with `seed`; each probe's gallery is up to
+    `max_gallery` of the person's other photos."""
+    by_id = {k: v for k, v in sorted(read_manifest(root).items()) if len(v) >= 2}
+    rng = np.random.default_rng(seed)
+    names = sorted(by_id)
+    chosen = [names[i] for i in rng.permutation(len(names))[:people]]
+    out = []
+    for name in sorted(chosen):
+        photos = by_id[name]
+        for k in range(min(probes_per_person, len(photos))):
+            others = [p for p in photos if p != photos[k]][:max_gallery]
+            out.append(Probe(name, photos[k], tuple(others)))
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def gmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """Gradient Magnitude Similarity Deviation (Xue et al. 2014) of two uint8 RGB images: 0 = identical, larger
+    is worse (~0.05 is clearly visible). A weight-free perceptual metric, so it runs offline."""
+    def luma(x: np.ndarray) -> np.ndarray:
+        y = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        h, w = (y.shape[0] // 2) * 2, (y.shape[1] // 2) * 2
+        return y[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # the paper's 2x average down-sampling
+
+    def magnitude(y: np.ndarray) -> np.ndarray:
+        from scipy.ndimage import convolve
+
+        k = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], np.float64) / 3.0
+        return np.hypot(convolve(y, k, mode="nearest"), convolve(y, k.T, mode="nearest"))
+
+    ma, mb = magnitude(luma(a)), magnitude(luma(b))
+    c = 170.0
+    gms = (2 * ma * mb + c) / (ma**2 + mb**2 + c)
+    return float(gms.std())
+
+
+class Reader:
+    """Independent pipelines with a memo of each gallery file's faces (read once per run)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.recognisers: list[IndependentRecogniser] = [get_independent(n) for n in names]
+        self.thresholds = {}
+        for r in self.recognisers:
+            t = load_thresholds(threshold_id(r.id))
+            if t is None:
+                raise DataError(f"no calibrated threshold for the {r.id!r} pipeline: run "
+                                "`facecloak bench calibrate-independent --data ../shared/faces/lfw`")
+            self.thresholds[r.id] = t.at(FAR)
+        self._memo: dict[Path, dict[str, np.ndarray]] = {}
+
+    def gallery(self, paths: Iterable[Path]) -> dict[str, np.ndarray]:
+        """Per pipeline, unit embeddings (G, D) of the largest face it finds in each gallery photo."""
+        out: dict[str, list[np.ndarray]] = {r.id: [] for r in self.recognisers}
+        for p in paths:
+            if p not in self._memo:
+                seen = read_photo(read_image(p).rgb, self.recognisers)
+                self._memo[p] = {
+                    k: max(v, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).embedding
+                    for k, v in seen.items() if v
+                }
+            for k, e in self._memo[p].items():
+                out[k].append(e)
+        return {k: np.stack(v) for k, v in out.items() if v}
+
+    def best_match(self, rgb: np.ndarray, gallery: Mapping[str, np.ndarray]) -> dict[str, float | None]:
+        """Per pipeline, the highest cosine between any face it finds in `rgb` and the gallery (None: no face)."""
+        seen = read_photo(rgb, self.recognisers)
+        return {k: (float(np.max(np.stack([f.embedding for f in faces]) @ gallery[k].T)) if faces and k in gallery
+                    else None)
+                for k, faces in seen.items()}
+
+
+def written_copy(rgb: np.ndarray, like: Path, folder: Path) -> np.ndarray:
+    """`rgb` written the way `facecloak protect` writes it next to `like` (same format, JPEG quality 95,
+    metadata stripped) and decoded again: what a recogniser downloads."""
+    target = folder / f"probe{like.suffix.lower()}"
+    write_image(target, rgb, overwrite=True)
+    return read_image(target).rgb
+
+
+def protect_probe(rgb: np.ndarray, setting: Setting, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The protected photo and what it cost: faces, pixels changed (share of the face boxes), CPU seconds."""
+    import facecloak
+
+    t0 = time.process_time()
+    result = facecloak.protect(rgb, models=setting.models, budget=setting.budget, fill=setting.fill, seed=seed,
+                               settings=setting.leam(), cloak_settings=setting.cloak)
+    cpu = time.process_time() - t0
+    box_area = sum(max(1.0, (f.face.box[2] - f.face.box[0]) * (f.face.box[3] - f.face.box[1])) for f in result.faces)
+    changed = int((result.image != rgb).any(2).sum())
+    return result.image, {"faces": len(result.faces), "cpu_s": cpu, "steps": result.cloak_steps,
+                          "changed_of_face": changed / box_area if result.faces else 0.0}
+
+
+def run(
+    probes: Sequence[Probe],
+    settings: Sequence[Setting],
+    pipelines: Sequence[str],
+    *,
+    seed: int = 0,
+    progress: Callable[[Iterable[Any], str], Iterable[Any]] = lambda items, _: items,
+) -> dict[str, Any]:
+    """Per probe: the clean and each protected file read by every pipeline. Returns the raw rows and the table."""
+    reader = Reader(pipelines)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="facecloak-independent-") as tmp:
+        for probe in progress(probes, "probes"):
+            rgb = read_image(probe.probe).rgb
+            gallery = reader.gallery(probe.gallery)
+            row: dict[str, Any] = {"identity": probe.identity, "probe": probe.probe.name,
+                                   "clean": reader.best_match(written_copy(rgb, probe.probe, Path(tmp)), gallery)}
+            for s in settings:
+                protected, cost = protect_probe(rgb, s, seed)
+                decoded = written_copy(protected, probe.probe, Path(tmp))
+                box = _face_box(rgb, cost)
+                row[s.name] = {**cost, "match": reader.best_match(decoded, gallery),
+                               "psnr_photo": psnr(rgb, decoded), "ssim_photo": ssim_local_change(rgb, decoded),
+                               "gmsd_face": gmsd(rgb[box], decoded[box]) if box else 0.0}
+            rows.append(row)
+    return {"rows": rows, "table": table(rows, [s.name for s in settings], reader.thresholds),
+            "thresholds": reader.thresholds, "pipelines": list(pipelines),
+            "settings": [_setting_json(s) for s in settings], "seed": seed, "far": FAR}
+
+
+def _face_box(rgb: np.ndarray, cost: Mapping[str, Any]) -> tuple[slice, slice] | None:
+    """The region GMSD is measured on: the whole photo when it is small, its centre half otherwise (the face of
+    a portrait); GMSD of a whole large photo dilutes a face-sized change to nothing."""
+    if not cost["faces"]:
+        return None
+    h, w = rgb.shape[:2]
+    return (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4)) if min(h, w) > 400 else (slice(0, h), slice(0, w))
+
+
+def _setting_json(s: Setting) -> dict[str, Any]:
+    d = asdict(s)
+    d["cloak"] = asdict(s.cloak) if s.fill == "cloak" else None
+    return d
+
+
+def table(rows: Sequence[Mapping[str, Any]], names: Sequence[str], thresholds: Mapping[str, float]) -> list[dict]:
+    """One line per (setting, pipeline): n readable probes, dodge rate with its interval, the clean floor, quality."""
+    out = []
+    for pipe, thr in thresholds.items():
+        readable = [r for r in rows if r["clean"].get(pipe) is not None]
+        n = len(readable)
+        clean_k = sum(r["clean"][pipe] < thr for r in readable)
+        for name in ["clean", *names]:
+            if name == "clean":
+                k = clean_k
+                extra: dict[str, Any] = {}
+            else:
+                k = sum((r[name]["match"].get(pipe) is None) or (r[name]["match"][pipe] < thr) for r in readable)
+                prot = [r[name] for r in rows]
+                extra = {
+                    "ssim_photo": float(np.mean([p["ssim_photo"] for p in prot])),
+                    "ssim_photo_min": float(np.min([p["ssim_photo"] for p in prot])),
+                    "psnr_photo": float(np.mean([p["psnr_photo"] for p in prot if math.isfinite(p["psnr_photo"])]
+                                                or [math.inf])),
+                    "gmsd_face": float(np.mean([p["gmsd_face"] for p in prot])),
+                    "changed_of_face": float(np.mean([p["changed_of_face"] for p in prot])),
+                    "changed_of_face_max": float(np.max([p["changed_of_face"] for p in prot])),
+                    "cpu_s_per_face": float(sum(p["cpu_s"] for p in prot) / max(1, sum(p["faces"] for p in prot))),
+                    "steps": float(np.mean([p["steps"] for p in prot])),
+                    "no_face_found": int(sum(p["match"].get(pipe) is None for p in (r[name] for r in readable))),
+                }
+            lo, hi = wilson(k, n)
+            out.append({"pipeline": pipe, "setting": name, "n": n, "dodged": int(k),
+                        "rate": k / n if n else math.nan, "ci95": [lo, hi], **extra})
+    return out
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    lines = ["| pipeline | setting | n | photo dodge (95 % CI) | no face found | whole-photo SSIM (min) | PSNR dB "
+             "| GMSD | changed / face box | CPU s per face |", "|---" * 10 + "|"]
+    for t in result["table"]:
+        rate = f"{100 * t['rate']:.1f} % ({100 * t['ci95'][0]:.0f}–{100 * t['ci95'][1]:.0f})"
+        if t["setting"] == "clean":
+            lines.append(f"| {t['pipeline']} | unprotected | {t['n']} | {rate} | | | | | | |")
+            continue
+        lines.append(
+            f"| {t['pipeline']} | {t['setting']} | {t['n']} | {rate} | {t['no_face_found']} | "
+            f"{t['ssim_photo']:.4f} ({t['ssim_photo_min']:.4f}) | {t['psnr_photo']:.1f} | {t['gmsd_face']:.4f} | "
+            f"{100 * t['changed_of_face']:.2f} % (max {100 * t['changed_of_face_max']:.2f} %) | "
+            f"{t['cpu_s_per_face']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def calibrate(
+    root: Path, *, photos: int, pipelines: Sequence[str], seed: int = 0,
+    progress: Callable[[Iterable[Any], str], Iterable[Any]] = lambda items, _: items,
+) -> dict[str, dict]:
+    """Thresholds of each pipeline from the different-person pairs of one photo each of `photos` people."""
+    by_id = read_manifest(root)
+    rng = np.random.default_rng(seed)
+    names = sorted(by_id)
+    chosen = [names[i] for i in rng.permutation(len(names))[:photos]]
+    recognisers = [get_independent(n) for n in pipelines]
+    emb: dict[str, list[np.ndarray]] = {r.id: [] for r in recognisers}
+    for name in progress(chosen, "calibrating"):
+        seen = read_photo(read_image(by_id[name][0]).rgb, recognisers)
+        for k, faces in seen.items():
+            if faces:
+                emb[k].append(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).embedding)
+    entries = {}
+    for k, e in emb.items():
+        x = np.stack(e)
+        sims = (x @ x.T)[np.triu_indices(len(x), 1)]
+        entries[threshold_id(k)] = {
+            "at_far": {f: float(np.quantile(sims, 1 - float(f))) for f in ("0.01", "0.001", "0.0001")},
+            "data": root.name, "n_impostor": int(sims.size), "n_photos": len(x), "seed": seed,
+        }
+    return entries
+
+
+def save_calibration(entries: Mapping[str, dict], shipped: bool) -> Path:
+    from importlib import resources
+
+    target = Path(str(resources.files("facecloak") / "data" / "thresholds.json")) if shipped else None
+    return save_thresholds(dict(entries), target)
+
+
+def write_outputs(result: Mapping[str, Any], out: Path, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "independent.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (out / "report.md").write_text(f"# Independent evaluation\n\n`{command}`\n\n{markdown(result)}")
+
+
+def _ablation() -> dict[str, Setting]:
+    """The named settings of the ablation: each adds one ingredient to the one before."""
+    from facecloak.levels import CLOAK_SOURCES, TRANSFER_EOT
+
+    old = CloakSettings()  # the cloak before this study: 60 steps, stop at the sources' thresholds - 0.05
+    s = {
+        "black1": Setting("black1", "black", 1.0),
+        "black2": Setting("black2", "black", 2.0),
+        "cloak1-old": Setting("cloak1-old", "cloak", 1.0, cloak=old),
+        "cloak2-old": Setting("cloak2-old", "cloak", 2.0, cloak=old),
+        "cloak2-noearly": Setting("cloak2-noearly", "cloak", 2.0, cloak=replace(old, early_stop=False)),
+    }
+    eot = replace(old, early_stop=False, eot=TRANSFER_EOT)
+    s["cloak2-eot"] = Setting("cloak2-eot", "cloak", 2.0, cloak=eot)
+    s["cloak2-eot-4src"] = Setting("cloak2-eot-4src", "cloak", 2.0, CLOAK_SOURCES, eot)
+    s["cloak2-eot-4src-decoy"] = Setting("cloak2-eot-4src-decoy", "cloak", 2.0, CLOAK_SOURCES,
+                                         replace(eot, decoy=0.5))
+    return s
+
+
+def level_setting(name: str) -> Setting:
+    from facecloak.levels import LEVELS
+
+    lv = LEVELS.get(name)
+    return Setting(name, lv.fill, lv.budget, lv.models, lv.cloak)
+
+
+def default_setting_names() -> list[str]:
+    from facecloak.levels import ORDER
+
+    return list(ORDER)
+
+
+def settings_by_name(names: Sequence[str]) -> list[Setting]:
+    """Levels (`low`, `medium`, `high`) and ablation settings by name; `NAME+random` is NAME's random control."""
+    from facecloak.levels import LEVELS
+
+    ablation = _ablation()
+    out = []
+    for full in names:
+        name, _, control = full.partition("+")
+        if control not in ("", "random"):
+            raise DataError(f"unknown setting suffix {control!r} in {full!r}; only +random exists")
+        if name in ablation:
+            s = ablation[name]
+        elif name in LEVELS:
+            s = level_setting(name)
+        else:
+            known = ", ".join([*LEVELS.names(), *ablation])
+            raise DataError(f"unknown setting {name!r} (known: {known})")
+        out.append(s.as_control() if control else s)
+    return out

@@ -1,0 +1,42 @@
+"""Protection levels: the few named trade-offs a user picks from (`--level`), each a fill, a budget and the
+cloak's settings. Chosen by measurement on independent recognisers (see the README's protection section and
+`bench/results/independent-*`); the figures there say what each level buys and costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from facecloak.cloak import CloakSettings
+from leam.registry import Registry
+
+# A cloak built to transfer: it keeps going past the source models' thresholds (stopping at the white-box
+# boundary leaves transfer on the table) and optimises over what real pipelines do to a photo.
+TRANSFER_EOT = ("jitter", "mirror", "resample", "jpeg", "blur", "resize")
+CLOAK_SOURCES = ("mbf-arc", "mbf-tf", "mobileface", "hse-mnv1")
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    fill: str
+    budget: float  # percent of the face region
+    models: tuple[str, ...] = ("mbf-arc", "mbf-tf", "mobileface")
+    cloak: CloakSettings = field(default_factory=CloakSettings)
+    summary: str = ""
+
+
+LEVELS: Registry[Level] = Registry("protection level")
+for _level in (
+    Level("low", "black", 1.0, summary="black dots on the top 1 % LEAM pixels; fast, weak against other recognisers"),
+    Level("medium", "cloak", 2.0, CLOAK_SOURCES,
+          CloakSettings(steps=40, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
+          summary="sparse cloak on the top 2 % pixels, optimised to transfer"),
+    Level("high", "cloak", 5.0, CLOAK_SOURCES,
+          CloakSettings(steps=60, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
+          summary="sparse cloak on the top 5 % pixels, optimised to transfer; visible up close"),
+):
+    LEVELS.register(_level.name, _level)
+
+DEFAULT_LEVEL = "medium"
+ORDER = ("low", "medium", "high")  # escalation order
