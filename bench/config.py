@@ -77,7 +77,11 @@ CLOAK_FILL = "cloak"
 
 # Black-box recognisers that run the same network as a differentiable model: a mask made with that model is
 # not a transfer to them, and a leave-one-out ensemble for them must leave that model out.
-SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29"}
+# Targets that read the decoded photo through their OWN detection, landmarks and alignment (facecloak.independent)
+# are named `own:<pipeline>`; the held-out evaluation every recipe reports.
+OWN_PREFIX = "own:"
+SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29",
+                "own:dlib": "dlib-r29", "own:arcface": "mbf-arc", "own:hse": "hse-mnv1"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -175,6 +179,8 @@ class CloakConfig:
     epsilon: float | None = None  # L-inf bound around the original pixel values; None = only [0, 255]
     diversity: bool = False  # random resize/shift of the crop per step (transfer-oriented)
     early_stop: bool = True  # stop once every source is below its threshold
+    eot: tuple[str, ...] = ("jitter", "mirror")  # transformations sampled per step (facecloak.cloak.EOT)
+    decoy: float = 0.0  # weight of the pull towards a dissimilar identity
 
 
 @dataclass(frozen=True)
@@ -538,6 +544,8 @@ def _cloak(raw: Mapping[str, Any]) -> CloakConfig:
         epsilon=epsilon,
         diversity=_bool(raw.get("diversity", d.diversity), "cloak.diversity"),
         early_stop=_bool(raw.get("early_stop", d.early_stop), "cloak.early_stop"),
+        eot=tuple(_str(t, "cloak.eot") for t in _list(raw.get("eot", list(d.eot)), "cloak.eot")),
+        decoy=float(_number(raw.get("decoy", d.decoy), "cloak.decoy")),
     )
 
 

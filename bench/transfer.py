@@ -51,7 +51,7 @@ from torch import nn
 
 import leam
 from bench import controls as ctl
-from bench.config import LEAVE_ONE_OUT, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
+from bench.config import LEAVE_ONE_OUT, OWN_PREFIX, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
 from bench.data import BenchPhoto, BenchSet, common_matrix, face_regions, genuine_pairs, prepare
 from bench.defences import MASK_AWARE, apply_defence
 from bench.report import (
@@ -73,6 +73,7 @@ from facecloak.align import TEMPLATES, align, template_matrix, warp_between_temp
 from facecloak.cloak import CloakSettings, SourceModel, cloak
 from facecloak.errors import ConfigError, FacecloakError
 from facecloak.fills import FILLS
+from facecloak.independent import get_independent, match_faces, read_photo, threshold_id
 from facecloak.io import read_image
 from facecloak.leamface import LeamSettings, make_target, select_pixels, to_tensor
 from facecloak.models.blackbox import Recogniser
@@ -238,6 +239,18 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def own_pipeline(target: str) -> str | None:
+    """`own:dlib` -> `dlib`: a target that reads whole photos through its own pipeline; None for crop targets."""
+    return target.removeprefix(OWN_PREFIX) if target.startswith(OWN_PREFIX) else None
+
+
+def own_embeddings(image: np.ndarray, face: Face, pipelines: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """Per pipeline, the unit embedding of the face it finds at `face`'s place in `image` (None: not found).
+    Detection and landmarks run once for all pipelines."""
+    found = read_photo(image, [get_independent(p) for p in pipelines])
+    return {p: (lambda f: None if f is None else f.embedding)(match_faces([face.box], found[p])[0]) for p in pipelines}
+
+
 def unit_key(recipe: Recipe, data_fingerprint: str, parser: str, source: str, fill: str, budget: float) -> str:
     """Key of one resumable unit: what changes its numbers (recipe cell fingerprint, data, parser) and its names."""
     return _sha([recipe.cell_fingerprint(), data_fingerprint, parser, source, fill, float(budget)])
@@ -255,6 +268,8 @@ class _Probe:
     index: int
     # template -> defence -> variant -> (S, S, 3) uint8 crop
     crops: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
+    # own-pipeline target -> defence -> variant -> unit embedding (None: that pipeline found no face there)
+    own: dict[str, dict[str, dict[str, np.ndarray | None]]] = field(default_factory=dict)
     quality: dict[str, dict[str, float]] = field(default_factory=dict)  # defence -> psnr/ssim/changed_share
     variants: list[str] = field(default_factory=list)  # LEAM first, then the controls
     template_pixels: int = 0
@@ -330,15 +345,35 @@ class TransferRun:
     def embeddings(self, name: str) -> np.ndarray:
         """(N, D) clean embeddings of every photo's main face by recogniser `name` (cached on disk)."""
         if name not in self._embeddings:
-            rec = self.backend.recogniser(name)
-            self._embeddings[name] = embed_main_faces(self._detected, rec, cache_tag=self.backend.cache_tag(name))
+            pipe = own_pipeline(name)
+            if pipe is not None:
+                self._embeddings[name] = self._own_embeddings(pipe)
+            else:
+                rec = self.backend.recogniser(name)
+                self._embeddings[name] = embed_main_faces(self._detected, rec,
+                                                          cache_tag=self.backend.cache_tag(name))
         return self._embeddings[name]
+
+    def _own_embeddings(self, pipe: str) -> np.ndarray:
+        """(N, D) embeddings of every clean photo's main face through pipeline `pipe`, each photo encoded and
+        decoded like the probes; a face the pipeline does not find is a zero row (it matches nothing)."""
+        ev = self.recipe.evaluation
+        path = self._cache_file(f"own-{pipe}", [pipe, ev.format, ev.jpeg_quality, "own-v1"])
+        if path.is_file():
+            return np.load(path)
+        rows = [own_embeddings(encode_decode(self.read(p.path), ev.format, ev.jpeg_quality), p.face, [pipe])[pipe]
+                for p in self.progress(self.data.photos, f"reading photos with {pipe}'s own pipeline")]
+        dim = next((len(r) for r in rows if r is not None), 1)
+        out = np.stack([np.zeros(dim, np.float32) if r is None else r.astype(np.float32) for r in rows])
+        _save_npy(path, out)
+        return out
 
     def thresholds(self, name: str) -> tuple[dict[float, float], str]:
         """Cosine threshold per FAR of recogniser `name`: calibrated if stored, else from this set's impostor pairs."""
         if name not in self._thresholds:
             fars = self.recipe.evaluation.far
-            stored = self.backend.thresholds(name)
+            pipe = own_pipeline(name)
+            stored = self.backend.thresholds(threshold_id(pipe) if pipe is not None else name)
             try:
                 if stored is None:
                     raise KeyError(name)
@@ -446,7 +481,7 @@ class TransferRun:
             return FILLS.get(fill)(image, mask, rng=rng), 0
         cc = self.recipe.cloak
         settings = CloakSettings(steps=cc.steps, step_size=cc.step_size, epsilon=cc.epsilon, diversity=cc.diversity,
-                                 early_stop=cc.early_stop)
+                                 early_stop=cc.early_stop, eot=cc.eot, decoy=cc.decoy)
         strictest = min(self.recipe.evaluation.far)
         sources = []
         for m in members:
@@ -482,10 +517,12 @@ class TransferRun:
             yield d.name, apply_defence(d, decoded, mask)
 
     def protect_probe(
-        self, members: tuple[str, ...], fill: str, budget: float, index: int, templates: Iterable[str]
+        self, members: tuple[str, ...], fill: str, budget: float, index: int, templates: Iterable[str],
+        own: Sequence[str] = (),
     ) -> _Probe:
         """Every variant of one probe, protected, encoded and decoded, through every defence, aligned to each
-        template. The defences see the whole photo and (inpaint-mask) exactly the pixels of that variant's mask."""
+        template and read by each own-pipeline target in `own` (pipeline names). The defences see the whole photo
+        and (inpaint-mask) exactly the pixels of that variant's mask."""
         photo = self.data.photos[index]
         image = self.read(photo.path)
         matrix = common_matrix(photo, self.common)
@@ -508,6 +545,9 @@ class TransferRun:
                 for template in templates:
                     probe.crops.setdefault(template, {}).setdefault(defence, {})[variant] = align(
                         seen, face, template).crop
+                if own:  # the decoded file as the world reads it: own detection, landmarks and alignment
+                    for pipe, emb in own_embeddings(seen, photo.face, own).items():
+                        probe.own.setdefault(pipe, {}).setdefault(defence, {})[variant] = emb
                 if variant == LEAM:  # the cells report the LEAM variant's image quality
                     probe.redetect_failed[defence] = int(not found)
                     a, b = image[box], seen[box]
@@ -521,16 +561,21 @@ class TransferRun:
         protected ones) after the blind `defence`: what the defence alone does. Computed once per pair."""
         key = (target, defence.name)
         if key not in self._defended_clean:
-            rec = self.backend.recogniser(target)
             ev = self.recipe.evaluation
-            crops = []
+            pipe = own_pipeline(target)
+            seen_photos = []
             for i in self.probes:
                 photo = self.data.photos[i]
                 decoded = encode_decode(self.read(photo.path), ev.format, ev.jpeg_quality)
-                seen = apply_defence(defence, decoded, np.zeros(decoded.shape[:2], bool))
-                face, _ = self._eval_face(seen, photo)
-                crops.append(align(seen, face, rec.template).crop)
-            self._defended_clean[key] = _unit(rec.embed(np.stack(crops)))
+                seen_photos.append((apply_defence(defence, decoded, np.zeros(decoded.shape[:2], bool)), photo))
+            if pipe is not None:
+                dim = self.embeddings(target).shape[1]
+                rows = [own_embeddings(seen, photo.face, [pipe])[pipe] for seen, photo in seen_photos]
+                self._defended_clean[key] = np.stack([np.zeros(dim) if r is None else r for r in rows])
+            else:
+                rec = self.backend.recogniser(target)
+                crops = [align(seen, self._eval_face(seen, photo)[0], rec.template).crop for seen, photo in seen_photos]
+                self._defended_clean[key] = _unit(rec.embed(np.stack(crops)))
         return self._defended_clean[key]
 
     # --- cells ------------------------------------------------------------------------------------------------
@@ -543,10 +588,11 @@ class TransferRun:
             by_members.setdefault(spec.members(t, self.pool), []).append(t)
         cells: dict[str, dict] = {}
         for members, group_targets in by_members.items():
-            templates = sorted({self.backend.recogniser(t).template for t in group_targets})
+            own = sorted({p for t in group_targets if (p := own_pipeline(t)) is not None})
+            templates = sorted({self.backend.recogniser(t).template for t in group_targets if own_pipeline(t) is None})
             what = f"{spec.text} {fill} {budget:g}%" + (f" (T={','.join(group_targets)})"
                                                         if spec.kind == "leave-one-out" else "")
-            probes = [self.protect_probe(members, fill, budget, i, templates)
+            probes = [self.protect_probe(members, fill, budget, i, templates, own)
                       for i in self.progress(self.probes, what)]
             for t in group_targets:
                 cells.update(self.target_cells(spec, members, t, fill, budget, probes))
@@ -557,11 +603,18 @@ class TransferRun:
         probes: Sequence[_Probe],
     ) -> dict[str, dict]:
         """One cell per defence ("none" first) of `target`; all (defence, variant, probe) crops in one batch."""
-        rec = self.backend.recogniser(target)
         variants = probes[0].variants
         names = self.defence_names
-        crops = np.stack([p.crops[rec.template][d][v] for d in names for v in variants for p in probes])
-        prot = _unit(rec.embed(crops)).reshape(len(names), len(variants), len(probes), -1)
+        pipe = own_pipeline(target)
+        if pipe is not None:  # read by the pipeline itself in protect_probe; a face it lost matches nothing
+            dim = self.embeddings(target).shape[1]
+            rows = [p.own[pipe][d][v] for d in names for v in variants for p in probes]
+            prot = np.stack([np.zeros(dim) if r is None else r for r in rows]).reshape(
+                len(names), len(variants), len(probes), -1)
+        else:
+            rec = self.backend.recogniser(target)
+            crops = np.stack([p.crops[rec.template][d][v] for d in names for v in variants for p in probes])
+            prot = _unit(rec.embed(crops)).reshape(len(names), len(variants), len(probes), -1)
         return {cell_key(target, d): self.cell(spec, members, target, fill, budget, probes, d,
                                                dict(zip(variants, prot[k], strict=True)))
                 for k, d in enumerate(names)}

@@ -236,11 +236,11 @@ def match_faces(
     boxes: Sequence[Sequence[float]], seen: Sequence[SeenFace], min_iou: float = 0.3
 ) -> list[SeenFace | None]:
     """For each known box, the seen face overlapping it best (IoU > min_iou), else None; greedy, one-to-one."""
-    pairs = sorted(((iou(b, s.box), i, j) for i, b in enumerate(boxes) for j, s in enumerate(seen)), reverse=True)
+    pairs = sorted((-iou(b, s.box), i, j) for i, b in enumerate(boxes) for j, s in enumerate(seen))
     out: list[SeenFace | None] = [None] * len(boxes)
     used: set[int] = set()
-    for overlap, i, j in pairs:
-        if overlap <= min_iou:
+    for negative, i, j in pairs:  # best overlap first; ties go to the earlier box
+        if -negative <= min_iou:
             break
         if out[i] is None and j not in used:
             out[i] = seen[j]

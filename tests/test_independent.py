@@ -1,0 +1,161 @@
+"""Independent recognisers (own detection + alignment), the verification verdict, the transfer cloak's
+ingredients and the independent evaluation's statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.independent import choose_probes, gmsd, settings_by_name, table, wilson
+from facecloak.cloak import CloakSettings, _Draw, _jittered, _jpeg_through, _photo_transform, crop_grid
+from facecloak.errors import ConfigError
+from facecloak.independent import SeenFace, iou, match_faces
+from facecloak.verification import FaceVerdict
+
+# --- pure pieces ----------------------------------------------------------------------------------------------
+
+
+def test_match_faces_pairs_each_box_with_its_best_overlap_one_to_one() -> None:
+    a = SeenFace((0, 0, 10, 10), np.ones(2))
+    b = SeenFace((100, 100, 110, 110), np.ones(2))
+    c = SeenFace((1, 1, 11, 11), np.ones(2))
+    boxes = [(0, 0, 10, 10), (100, 100, 112, 112), (500, 500, 510, 510)]
+    assert match_faces(boxes, [b, c, a]) == [a, b, None]
+    assert match_faces([(0, 0, 10, 10), (0, 0, 10, 10)], [a]) == [a, None]  # one face serves one box
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+def test_face_verdict_counts_only_recognisers_that_could_judge() -> None:
+    v = FaceVerdict((0, 0, 1, 1), matched_by=("arcface",), judged_by=("dlib", "arcface"),
+                    cosine={"dlib": None, "arcface": 0.8}, held_out=("dlib",))
+    assert (v.k, v.m, v.protected) == (1, 2, False)
+    assert v.text() == "matched by 1 of 2 local recognisers (arcface)"
+    assert v.as_json()["cosine"] == {"dlib": None, "arcface": 0.8}
+    assert FaceVerdict((0, 0, 1, 1), (), ("dlib",)).protected
+    nobody = FaceVerdict((0, 0, 1, 1), (), ())
+    assert not nobody.protected and "not verifiable" in nobody.text()
+
+
+def test_wilson_interval_brackets_the_rate() -> None:
+    lo, hi = wilson(7, 56)
+    assert lo < 7 / 56 < hi and 0.05 < lo and hi < 0.25
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_gmsd_is_zero_for_identical_images_and_grows_with_damage() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    dots = img.copy()
+    dots[rng.random((64, 64)) < 0.02] = 0
+    noisy = np.clip(img.astype(int) + rng.integers(-60, 60, img.shape), 0, 255).astype(np.uint8)
+    assert gmsd(img, img) == 0.0
+    assert 0 < gmsd(img, dots) < gmsd(img, noisy)
+
+
+def test_dodge_table_uses_only_probes_the_pipeline_could_read() -> None:
+    thr = {"dlib": 0.9}
+    rows = [
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.5}, **_cost()}},   # dodged
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": None}, **_cost()}},  # face no longer found: dodged
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.93}, **_cost()}},  # still matched
+        {"clean": {"dlib": None}, "s": {"match": {"dlib": 0.1}, **_cost()}},   # unreadable before: left out
+    ]
+    lines = {t["setting"]: t for t in table(rows, ["s"], thr)}
+    assert lines["clean"]["n"] == 3 and lines["clean"]["dodged"] == 0
+    assert lines["s"]["dodged"] == 2 and lines["s"]["rate"] == pytest.approx(2 / 3)
+    assert lines["s"]["no_face_found"] == 1
+
+
+def _cost() -> dict:
+    return {"faces": 1, "cpu_s": 1.0, "steps": 10, "changed_of_face": 0.02, "psnr_photo": 40.0, "ssim_photo": 0.99,
+            "gmsd_face": 0.01}
+
+
+def test_settings_by_name_knows_levels_ablation_and_random_controls() -> None:
+    s = settings_by_name(["medium", "black1", "cloak2-eot+random"])
+    assert [x.name for x in s] == ["medium", "black1", "cloak2-eot+random"]
+    assert s[2].random and s[2].leam().selection == "sampled" and s[2].leam().gamma == 0.0
+    assert not s[0].random and s[0].fill == "cloak"
+    with pytest.raises(Exception, match="unknown setting"):
+        settings_by_name(["glitter"])
+
+
+def test_cloak_settings_refuse_unknown_transformations() -> None:
+    with pytest.raises(ConfigError, match="unknown cloak transformation"):
+        CloakSettings(eot=("jitter", "sparkle"))
+    with pytest.raises(ConfigError):
+        CloakSettings(samples=0)
+
+
+def test_identity_draw_changes_nothing_and_jpeg_passes_the_gradient_straight_through() -> None:
+    grid = crop_grid(np.array([[0.5, 0, 3], [0, 0.5, 2]]), (0, 0, 200, 180), 112)
+    assert torch.equal(_jittered(grid, _Draw(), 200, 180), grid)
+    moved = _jittered(grid, _Draw(scale=1.05, angle=0.05), 200, 180)
+    assert not torch.allclose(moved, grid)
+    # rotating about the crop centre keeps the centre where it was
+    assert torch.allclose(moved.mean(dim=(1, 2)), grid.mean(dim=(1, 2)), atol=1e-4)
+    x = torch.full((1, 3, 16, 16), 100.0, requires_grad=True)
+    y = _jpeg_through(x, 50)
+    y.sum().backward()
+    assert x.grad is not None and torch.all(x.grad == 1)
+    same = _photo_transform(x.detach(), _Draw())
+    assert torch.equal(same, x.detach())
+    assert _photo_transform(x.detach(), _Draw(blur=1.0, resize=0.5)).shape == x.shape
+
+
+def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:
+    (tmp_path / "manifest.csv").write_text(
+        "path,identity\n" + "".join(f"{p}/{i}.jpg,{p}\n" for p in "abcde" for i in range(3)) + "z/0.jpg,z\n")
+    first = choose_probes(tmp_path, people=3, seed=1)
+    assert first == choose_probes(tmp_path, people=3, seed=1)
+    assert len(first) == 3 and all(p.identity != "z" for p in first)  # z has a single photo
+    assert all(p.probe not in p.gallery and len(p.gallery) == 2 for p in first)
+
+
+# --- real pipelines on real faces -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def panel():
+    pytest.importorskip("dlib")
+    from conftest import require_pulled
+    from facecloak.verification import Panel
+
+    require_pulled("hse-mnv1", "mbf-arc")
+    return Panel()
+
+
+@pytest.mark.real
+@pytest.mark.shared
+def test_each_pipeline_matches_the_same_person_and_not_another(panel, lfw_dir: Path) -> None:
+    from facecloak.io import read_image
+
+    same = [read_image(lfw_dir / "Aaron_Peirsol" / f"Aaron_Peirsol_000{i}.jpg").rgb for i in (1, 2)]
+    other = read_image(lfw_dir / "AJ_Cook" / "AJ_Cook_0001.jpg").rgb
+    seen = [panel.read(x) for x in (*same, other)]
+    for name, thr in panel.thresholds.items():
+        a, b, c = (max(s[name], key=lambda f: f.box[2] - f.box[0]).embedding for s in seen)
+        assert float(a @ b) > thr > float(a @ c), name
+
+
+@pytest.mark.real
+@pytest.mark.shared
+def test_verdict_of_an_unchanged_photo_is_matched_by_every_recogniser_and_a_blurred_one_is_not(
+    panel, lfw_dir: Path
+) -> None:
+    import cv2
+
+    from facecloak.io import read_image
+
+    rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
+    found = panel.read(rgb)["dlib"]
+    boxes = [found[0].box]
+    refs = panel.references(rgb, boxes)
+    same = panel.verify(rgb, boxes, refs, sources=("mbf-arc",))[0]
+    assert same.k == same.m == 3 and not same.protected and "dlib" in same.held_out
+    assert "arcface" not in same.held_out  # its network made the (hypothetical) protection
+    blurred = cv2.GaussianBlur(rgb, (0, 0), 12)
+    assert panel.verify(blurred, boxes, refs)[0].protected
