@@ -123,3 +123,32 @@ class Panel:
             verdicts.append(FaceVerdict(tuple(float(v) for v in box[:4]), tuple(hits), tuple(judged),  # type: ignore[arg-type]
                                         cos, held_out))
         return tuple(verdicts)
+
+
+def verify(
+    original: np.ndarray,
+    protected: np.ndarray,
+    *,
+    boxes: Sequence[Sequence[float]] | None = None,
+    panel: Panel | None = None,
+    sources: Sequence[str] = (),
+) -> tuple[FaceVerdict, ...]:
+    """The panel's verdict on `protected` (uint8 RGB as decoded from the file you will publish) against
+    `original`, per face: `boxes` (x0, y0, x1, y1 photo pixels, e.g. `[f.face.box for f in result.faces]`),
+    or every face the panel finds in the original. `sources`: the models that made the protection."""
+    panel = panel or default_panel()
+    seen = panel.read(original)
+    if boxes is None:
+        boxes = [f.box for f in max(seen.values(), key=len)] if seen else []
+    return panel.verify(protected, boxes, panel.references(seen, boxes), sources=sources)
+
+
+_PANELS: dict[tuple[str, ...], Panel] = {}
+
+
+def default_panel(names: Sequence[str] = DEFAULT_PANEL) -> Panel:
+    """The panel of `names`, loaded once per process."""
+    key = tuple(names)
+    if key not in _PANELS:
+        _PANELS[key] = Panel(key)
+    return _PANELS[key]

@@ -41,7 +41,7 @@ def test_face_verdict_counts_only_recognisers_that_could_judge() -> None:
 
 def test_wilson_interval_brackets_the_rate() -> None:
     lo, hi = wilson(7, 56)
-    assert lo < 7 / 56 < hi and 0.05 < lo and hi < 0.25
+    assert lo < 7 / 56 < hi and lo > 0.05 and hi < 0.25
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
 
 
@@ -122,6 +122,7 @@ def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path
 def panel():
     pytest.importorskip("dlib")
     from conftest import require_pulled
+
     from facecloak.verification import Panel
 
     require_pulled("hse-mnv1", "mbf-arc")
@@ -159,3 +160,14 @@ def test_verdict_of_an_unchanged_photo_is_matched_by_every_recogniser_and_a_blur
     assert "arcface" not in same.held_out  # its network made the (hypothetical) protection
     blurred = cv2.GaussianBlur(rgb, (0, 0), 12)
     assert panel.verify(blurred, boxes, refs)[0].protected
+
+
+@pytest.mark.real
+@pytest.mark.shared
+def test_python_api_verify_finds_the_faces_itself(panel, lfw_dir: Path) -> None:
+    import facecloak
+    from facecloak.io import read_image
+
+    rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
+    verdicts = facecloak.verify(rgb, rgb.copy())
+    assert len(verdicts) >= 1 and all(v.k == v.m >= 1 for v in verdicts)

@@ -131,7 +131,8 @@ def independent_command(
     probes = independent.choose_probes(data, people=people, seed=seed, probes_per_person=probes_per_person)
     i, n = (int(v) for v in shard.split("/"))
     probes = probes[i::n]
-    result = independent.run(probes, settings, parse_names(pipelines) or [], seed=seed, progress=progress_iter)
+    result = independent.run(probes, settings, parse_names(pipelines) or [], seed=seed, progress=progress_iter,
+                             checkpoint=out / "rows.jsonl")
     independent.write_outputs(result, out, _command_line())
     console.print(independent.markdown(result))
     console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")
