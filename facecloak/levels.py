@@ -25,6 +25,10 @@ class Level:
     cloak: CloakSettings = field(default_factory=CloakSettings)
     summary: str = ""
 
+    def protect_options(self) -> dict:
+        """Keyword arguments of `facecloak.protect` for this level: `protect(rgb, **level.protect_options())`."""
+        return {"models": self.models, "budget": self.budget, "fill": self.fill, "cloak_settings": self.cloak}
+
 
 LEVELS: Registry[Level] = Registry("protection level")
 for _level in (

@@ -58,15 +58,16 @@ def test_gmsd_is_zero_for_identical_images_and_grows_with_damage() -> None:
 def test_dodge_table_uses_only_probes_the_pipeline_could_read() -> None:
     thr = {"dlib": 0.9}
     rows = [
-        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.5}, **_cost()}},   # dodged
-        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": None}, **_cost()}},  # face no longer found: dodged
-        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.93}, **_cost()}},  # still matched
-        {"clean": {"dlib": None}, "s": {"match": {"dlib": 0.1}, **_cost()}},   # unreadable before: left out
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.5}, "self": {"dlib": 0.95}, **_cost()}},  # dodged
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": None}, "self": {"dlib": None}, **_cost()}},  # face lost
+        {"clean": {"dlib": 0.95}, "s": {"match": {"dlib": 0.93}, "self": {"dlib": 0.99}, **_cost()}},  # matched
+        {"clean": {"dlib": None}, "s": {"match": {"dlib": 0.1}, "self": {"dlib": 0.1}, **_cost()}},  # unreadable
     ]
     lines = {t["setting"]: t for t in table(rows, ["s"], thr)}
     assert lines["clean"]["n"] == 3 and lines["clean"]["dodged"] == 0
     assert lines["s"]["dodged"] == 2 and lines["s"]["rate"] == pytest.approx(2 / 3)
     assert lines["s"]["no_face_found"] == 1
+    assert lines["s"]["self_dodged"] == 1  # only the lost face is unmatched to its own original
 
 
 def _cost() -> dict:
