@@ -34,10 +34,10 @@ LEVELS: Registry[Level] = Registry("protection level")
 for _level in (
     Level("low", "black", 1.0, summary="black dots on the top 1 % LEAM pixels; fast, weak against other recognisers"),
     Level("medium", "cloak", 2.0, CLOAK_SOURCES,
-          CloakSettings(steps=40, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
+          CloakSettings(steps=30, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
           summary="sparse cloak on the top 2 % pixels, optimised to transfer"),
     Level("high", "cloak", 5.0, CLOAK_SOURCES,
-          CloakSettings(steps=60, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
+          CloakSettings(steps=30, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
           summary="sparse cloak on the top 5 % pixels, optimised to transfer; visible up close"),
 ):
     LEVELS.register(_level.name, _level)
