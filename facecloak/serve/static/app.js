@@ -148,7 +148,7 @@ async function protectOne(file) {
     card.dataset.seconds = ((performance.now() - started) / 1000).toFixed(2);
     stage(`done in ${card.dataset.seconds} s`);
   } catch (e) {
-    fail(`${file.name}: ${e.message}`);
+    fail(e.message);  // the server's messages name the photo already; the card's title does too
   } finally {
     // The page now holds what it needs; the server forgets the photo at once.
     if (id) api(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => {});
