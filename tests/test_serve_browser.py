@@ -24,6 +24,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed: pip i
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (serve extra)")
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage"]  # root in CI; small /dev/shm in containers
 
 
 def chromium_path() -> str:
@@ -70,7 +71,7 @@ def test_page_protects_a_photo_in_a_real_browser(tmp_path: Path) -> None:
     runner = JobRunner(default_protector(DEFAULT_MODELS), face_verdicts)
     app = create_app(runner, ServeSettings(models=DEFAULT_MODELS))
     with running(app) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             outside: list[str] = []
