@@ -436,3 +436,36 @@ def test_twenty_concurrent_uploads_no_error_no_mix_up() -> None:
         # This upload's own photo outside the mask: a mixed-up result would differ almost everywhere.
         np.testing.assert_array_equal(out[~mask], photos[i][~mask])
         assert (out != photos[i]).any(2).sum() > 0
+
+
+@pytest.mark.parametrize(("host", "wants_token"), [(None, False), ("127.0.0.1", False), ("0.0.0.0", True)])
+def test_cli_serve_prints_address_and_token_only_off_loopback(monkeypatch: pytest.MonkeyPatch, host: str | None,
+                                                               wants_token: bool) -> None:  # fmt: skip
+    import re
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import facecloak.serve.jobs
+    from facecloak.cli import app
+
+    served: list[Any] = []
+    monkeypatch.setattr(facecloak.serve.jobs, "preload", lambda models, warm_up=True: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append((self.config.app, sockets)))
+    args = ["serve", "--port", "0"] + ([] if host is None else ["--host", host])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    url = re.search(r"open (http://\S+) in your browser", result.output)
+    assert url is not None, result.output
+    token = re.search(r"\?token=([A-Za-z0-9_-]{32})$", url.group(1))
+    assert (token is not None) == wants_token, url.group(1)
+    assert url.group(1).startswith(f"http://{host or '127.0.0.1'}:")
+    (served_app, sockets), = served
+    assert sockets[0].getsockname()[0] == (host or "127.0.0.1")
+    sockets[0].close()
+    monkeypatch.undo()  # the real uvicorn again
+    if token is not None:  # the served app demands exactly the printed token
+        with running(served_app) as base:
+            client = Client(base)
+            assert client.json("GET", "/api/info")[0] == 401
+            assert client.json("GET", f"/api/info?token={token.group(1)}")[0] == 200
