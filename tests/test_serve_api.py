@@ -469,3 +469,15 @@ def test_cli_serve_prints_address_and_token_only_off_loopback(monkeypatch: pytes
             client = Client(base)
             assert client.json("GET", "/api/info")[0] == 401
             assert client.json("GET", f"/api/info?token={token.group(1)}")[0] == 200
+
+
+def test_heatmap_of_a_large_photo_is_scaled_for_display() -> None:
+    from facecloak.serve.jobs import HEATMAP_SIDE, _for_display
+
+    rgb = np.zeros((2000, 4000, 3), np.uint8)
+    heat = np.zeros((2000, 4000), np.float32)
+    heat[:, 2000:] = 1.0
+    small, small_heat = _for_display(rgb, heat)
+    assert small.shape == (800, HEATMAP_SIDE, 3) and small_heat.shape == (800, HEATMAP_SIDE)
+    assert small_heat[:, :790].max() == 0.0 and small_heat[:, 810:].min() == 1.0
+    assert _for_display(rgb[:100, :100], heat[:100, :100])[0].shape == (100, 100, 3)  # small photos untouched

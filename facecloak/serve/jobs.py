@@ -56,6 +56,7 @@ _OUTPUT_FORMATS = {"JPEG": ("image/jpeg", ".jpg"), "PNG": ("image/png", ".png"),
                    "TIFF": ("image/tiff", ".tif"), "HEIF": ("image/heic", ".heic")}  # fmt: skip
 OUTPUT_CHOICES = ("same", "png", "jpeg", "webp")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+HEATMAP_SIDE = 1600  # the heatmap is for looking at: its longest side is capped (a 50 MP overlay would cost GBs)
 
 
 class Rejected(FacecloakError):
@@ -112,6 +113,17 @@ class Job:
     def download_name(self) -> str:
         stem = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
         return f"{stem}_protected{_OUTPUT_FORMATS[self.output_format][1]}"
+
+
+def _for_display(rgb: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo and its heatmap scaled down so that the longest side is at most HEATMAP_SIDE."""
+    scale = HEATMAP_SIDE / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb, heat
+    import cv2
+
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
 
 
 def default_protector(models: Sequence[str]) -> Protector:
@@ -313,7 +325,8 @@ class JobRunner:
             if result.heatmap is not None:
                 from facecloak.explain import heat_overlay, mask_image
 
-                heatmap = self._encode_png(heat_overlay(rgb, result.heatmap))
+                small, heat = _for_display(rgb, result.heatmap)
+                heatmap = self._encode_png(heat_overlay(small, heat))
                 mask = self._encode_png(mask_image(result.mask))
             notes = tuple(result.notes)
             if not result.faces:
