@@ -127,8 +127,9 @@ def create_app(runner: JobRunner, settings: ServeSettings) -> Starlette:
                 return _error(413, f"{name}: the upload is larger than the limit")
 
         def decode_and_queue() -> Job:
-            photo = runner.decode(bytes(body), name)
-            return runner.submit(photo, name, strength, output)
+            data = bytes(body)
+            photo = runner.decode(data, name)  # refuses here (4xx) what cannot be protected
+            return runner.submit(photo, name, strength, output, source=data)
 
         try:
             job = await run_in_threadpool(decode_and_queue)

@@ -94,7 +94,8 @@ class Job:
     created: float
     status: str = "queued"  # queued | running | done | failed
     stage: str = "waiting in the queue"
-    rgb: np.ndarray | None = field(default=None, repr=False)  # the decoded upload, dropped once processed
+    rgb: np.ndarray | None = field(default=None, repr=False)  # the decoded photo (while queued: see `source`)
+    source: bytes | None = field(default=None, repr=False)  # the upload's bytes, decoded again when its turn comes
     started: float | None = None
     finished: float | None = None
     error: str | None = None
@@ -235,8 +236,13 @@ class JobRunner:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def submit(self, photo: Any, name: str, strength: Strength, output: str = "same") -> Job:
-        """Queue a decoded `facecloak.io.Photo`; raises `Rejected(503)` when the queue or the job table is full."""
+    def submit(self, photo: Any, name: str, strength: Strength, output: str = "same", source: bytes | None = None
+               ) -> Job:  # fmt: skip
+        """Queue a decoded `facecloak.io.Photo`; raises `Rejected(503)` when the queue or the job table is full.
+
+        With `source` (the upload's bytes, already checked by `decode`), the job keeps those instead of the decoded
+        pixels while it waits: a queue of large photos then costs their file sizes, not their pixels.
+        """
         if output not in OUTPUT_CHOICES:
             raise Rejected(400, f"unknown output format {output!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
         fmt = photo.format if output == "same" else output.upper()
@@ -244,7 +250,8 @@ class JobRunner:
             fmt = "PNG"  # read-only formats (GIF, BMP, ...) come back as PNG, as in the CLI
         job = Job(
             id=secrets.token_urlsafe(16), name=name, strength=strength, output_format=fmt,
-            width=photo.width, height=photo.height, created=self._clock(), rgb=photo.rgb,
+            width=photo.width, height=photo.height, created=self._clock(),
+            rgb=photo.rgb if source is None else None, source=source,
         )  # fmt: skip
         with self._lock:
             if self._stopping or self._thread is None:
@@ -281,7 +288,7 @@ class JobRunner:
                 return False
             with contextlib.suppress(ValueError):
                 self._pending.remove(job_id)
-            job.rgb = job.image = job.heatmap = job.mask = None
+            job.rgb = job.source = job.image = job.heatmap = job.mask = None
             return True
 
     def counts(self) -> dict[str, int]:
@@ -313,8 +320,10 @@ class JobRunner:
             self.sweep()
 
     def _run(self, job: Job) -> None:
-        rgb = job.rgb
+        rgb, source = job.rgb, job.source
         try:
+            if source is not None:
+                rgb = self.decode(source, job.name).rgb
             if rgb is None:  # deleted while waiting
                 return
             result = self._protect(rgb, job.strength)
@@ -343,7 +352,7 @@ class JobRunner:
                             "not affected")  # fmt: skip
         finally:
             with self._lock:
-                job.rgb = None
+                job.rgb = job.source = None
                 job.finished = self._clock()
                 self.processed += 1
 
