@@ -61,7 +61,7 @@ def fake_protect(rgb: np.ndarray, strength: Strength) -> ProtectResult:
     return ProtectResult(out, mask, (outcome,), heat, strength.fill, strength.budget, ("m",))
 
 
-def fake_verify(result: Any, written: np.ndarray) -> tuple[FaceVerdict, ...]:
+def fake_verify(original: np.ndarray, result: Any, written: np.ndarray) -> tuple[FaceVerdict, ...]:
     # The verdict must be measured on the decoded file: record a property of `written` to check that it was.
     after = float(written[BOX].mean())
     return (FaceVerdict(0, (6.0, 4.0, 14.0, 12.0), 64, (ModelCheck("m", 1.0, after, 0.5, after >= 0.5),),
@@ -481,3 +481,17 @@ def test_heatmap_of_a_large_photo_is_scaled_for_display() -> None:
     assert small.shape == (800, HEATMAP_SIDE, 3) and small_heat.shape == (800, HEATMAP_SIDE)
     assert small_heat[:, :790].max() == 0.0 and small_heat[:, 810:].min() == 1.0
     assert _for_display(rgb[:100, :100], heat[:100, :100])[0].shape == (100, 100, 3)  # small photos untouched
+
+
+def test_a_level_can_carry_its_own_models_and_cloak_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import facecloak.protection
+    from facecloak.serve.jobs import default_protector
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(facecloak.protection, "protect", lambda rgb, **kw: calls.append(kw))
+    run = default_protector(("mbf-arc",))
+    run(photo(0), Strength("cloak", 2.0, "x", models=("mbf-tf", "hse-mnv1"), cloak="SETTINGS"))
+    run(photo(0), LEVELS["low"])
+    assert calls[0] == {"models": ("mbf-tf", "hse-mnv1"), "budget": 2.0, "fill": "cloak", "seed": 0,
+                        "cloak_settings": "SETTINGS"}  # fmt: skip
+    assert calls[1]["models"] == ("mbf-arc",) and calls[1]["cloak_settings"] is None

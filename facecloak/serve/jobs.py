@@ -37,7 +37,7 @@ from facecloak.serve.policy import FaceVerdict, Strength
 log = logging.getLogger(__name__)
 
 Protector = Callable[[np.ndarray, Strength], Any]  # -> facecloak.ProtectResult (or an object shaped like it)
-Verifier = Callable[[Any, np.ndarray], tuple[FaceVerdict, ...]]
+Verifier = Callable[[np.ndarray, Any, np.ndarray], tuple[FaceVerdict, ...]]  # (original, result, written file)
 
 # Leading bytes of the formats facecloak reads; anything else is refused before it touches the disk.
 _SIGNATURES: tuple[tuple[int, bytes], ...] = (
@@ -131,7 +131,9 @@ def default_protector(models: Sequence[str]) -> Protector:
     def run(rgb: np.ndarray, strength: Strength) -> Any:
         from facecloak.protection import protect
 
-        return protect(rgb, models=tuple(models), budget=strength.budget, fill=strength.fill, seed=0)
+        chosen = tuple(strength.models or models)
+        return protect(rgb, models=chosen, budget=strength.budget, fill=strength.fill, seed=0,
+                       cloak_settings=strength.cloak)  # fmt: skip
 
     return run
 
@@ -329,7 +331,7 @@ class JobRunner:
             result = self._protect(rgb, job.strength)
             self._set(job, stage="writing the protected file and checking it")
             image, written = self._encode_output(result.image, job.output_format)
-            verdicts = self._verify(result, written)
+            verdicts = self._verify(rgb, result, written)
             heatmap = mask = None
             if result.heatmap is not None:
                 from facecloak.explain import heat_overlay, mask_image

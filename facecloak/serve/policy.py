@@ -22,9 +22,12 @@ class Strength:
     fill: str
     budget: float
     label: str = ""
+    models: tuple[str, ...] | None = None  # source models (None: the server's --models)
+    cloak: Any = None  # facecloak.cloak.CloakSettings for the cloak fill (None: its defaults)
 
     def as_json(self) -> dict[str, Any]:
-        return {"fill": self.fill, "budget": self.budget, "label": self.label}
+        return {"fill": self.fill, "budget": self.budget, "label": self.label,
+                **({"models": list(self.models)} if self.models else {})}  # fmt: skip
 
 
 LEVELS: dict[str, Strength] = {
@@ -100,10 +103,12 @@ class FaceVerdict:
         }  # fmt: skip
 
 
-def face_verdicts(result: Any, written: np.ndarray, far: float = 1e-3) -> tuple[FaceVerdict, ...]:
+def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: float = 1e-3) -> tuple[FaceVerdict, ...]:
     """Re-measure each face of `written` (the protected file as decoded back from its bytes) on the source models.
 
-    `result` is the `facecloak.ProtectResult` the file came from (its faces and clean references, kept in memory);
+    `original` is the unprotected photo (unused here: the clean references below already come from it; a panel of
+    independent recognisers needs it to find and embed each face its own way). `result` is the
+    `facecloak.ProtectResult` the file came from (its faces and clean references, kept in memory);
     the cosine after is measured on the written file, so JPEG re-encoding is accounted for. Placeholder for the
     library's verification verdict (independent recognisers re-reading the file): swap this one function.
     """
