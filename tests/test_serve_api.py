@@ -495,3 +495,11 @@ def test_a_level_can_carry_its_own_models_and_cloak_settings(monkeypatch: pytest
     assert calls[0] == {"models": ("mbf-tf", "hse-mnv1"), "budget": 2.0, "fill": "cloak", "seed": 0,
                         "cloak_settings": "SETTINGS"}  # fmt: skip
     assert calls[1]["models"] == ("mbf-arc",) and calls[1]["cloak_settings"] is None
+
+
+def test_verdict_json_allows_unmeasured_values() -> None:
+    checks = (ModelCheck("a", None, None, 0.5, None), ModelCheck("b", 1.0, 0.71234567, 0.5, True))
+    face = FaceVerdict(0, (1.0, 2.0, 3.0, 4.0), 7, checks, 1, 1).as_json()
+    assert face["summary"] == "still matched by 1 of 1 source models"
+    assert face["models"][0] == {"model": "a", "before": None, "after": None, "threshold": 0.5, "matched": None}
+    assert face["models"][1]["after"] == 0.7123

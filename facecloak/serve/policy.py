@@ -66,8 +66,8 @@ class ModelCheck:
     """
 
     model: str
-    before: float
-    after: float
+    before: float | None  # None: not measured (e.g. a recogniser that compares with the original directly)
+    after: float | None  # None: the model did not find the face in the written file
     threshold: float | None
     matched: bool | None
 
@@ -96,11 +96,15 @@ class FaceVerdict:
             "judged": self.judged,
             "summary": self.summary,
             "models": [
-                {"model": c.model, "before": round(c.before, 4), "after": round(c.after, 4),
-                 "threshold": None if c.threshold is None else round(c.threshold, 4), "matched": c.matched}
+                {"model": c.model, "before": _round(c.before), "after": _round(c.after),
+                 "threshold": _round(c.threshold), "matched": c.matched}
                 for c in self.checks
             ],
         }  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: float = 1e-3) -> tuple[FaceVerdict, ...]:
