@@ -29,7 +29,7 @@ def _register() -> None:
     from facecloak.cli import models as models_cli
 
     app.add_typer(models_cli.app, name="models")
-    for name in ("explain", "protect", "bench"):
+    for name in ("explain", "protect", "bench", "serve"):
         try:
             module = __import__(f"facecloak.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,141 @@
+"""What the page offers and what it reports: protection levels and the per-face verdict.
+
+Both are deliberately one small object each so they can be replaced by the library's own once it has them:
+`LEVELS` (level name -> fill + budget, the same choices as `facecloak protect --fill/--budget`) and
+`face_verdicts` (how many source models still match each face of the written file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facecloak.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Strength:
+    """One protection choice: the fill and the budget (percent of each face's pixels that may change)."""
+
+    fill: str
+    budget: float
+    label: str = ""
+    models: tuple[str, ...] | None = None  # source models (None: the server's --models)
+    cloak: Any = None  # facecloak.cloak.CloakSettings for the cloak fill (None: its defaults)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"fill": self.fill, "budget": self.budget, "label": self.label,
+                **({"models": list(self.models)} if self.models else {})}  # fmt: skip
+
+
+LEVELS: dict[str, Strength] = {
+    "low": Strength("black", 1.0, "Low: black out the 1 % of face pixels models rely on most (fast, visible dots)"),
+    "medium": Strength("cloak", 1.0, "Medium: cloak (optimise) those 1 % of pixels (seconds per face)"),
+    "high": Strength("cloak", 2.0, "High: cloak 2 % of face pixels (slower, strongest)"),
+}
+DEFAULT_LEVEL = "medium"
+
+
+def strength_for(level: str | None, fill: str | None = None, budget: float | None = None) -> Strength:
+    """The strength of a request: a level name, or an explicit fill and/or budget (which override the level's)."""
+    name = level or DEFAULT_LEVEL
+    if name not in LEVELS:
+        raise ConfigError(f"unknown level {name!r}; choose one of {', '.join(LEVELS)}")
+    base = LEVELS[name]
+    if fill is None and budget is None:
+        return base
+    chosen_budget = base.budget if budget is None else float(budget)
+    if not 0.0 < chosen_budget <= 100.0 or not np.isfinite(chosen_budget):
+        raise ConfigError(f"budget must be a percentage in (0, 100], got {budget}")
+    from facecloak.protection import FILL_NAMES
+
+    chosen_fill = base.fill if fill is None else fill
+    if chosen_fill not in FILL_NAMES:
+        raise ConfigError(f"unknown fill {chosen_fill!r}; choose one of {', '.join(FILL_NAMES)}")
+    return Strength(chosen_fill, chosen_budget, f"custom: {chosen_fill} {chosen_budget:g} %")
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One source model on one face: cosine of the clean face and of the written file's face to the clean one.
+
+    `threshold` is the model's calibrated cosine at FAR 1e-3 (None when uncalibrated); `matched` says whether the
+    written face is still above it (None when there is no threshold).
+    """
+
+    model: str
+    before: float | None  # None: not measured (e.g. a recogniser that compares with the original directly)
+    after: float | None  # None: the model did not find the face in the written file
+    threshold: float | None
+    matched: bool | None
+
+
+@dataclass(frozen=True)
+class FaceVerdict:
+    """Per face: which models still match it after protection, `matched_by` of `judged` models."""
+
+    index: int
+    box: tuple[float, float, float, float]  # (x1, y1, x2, y2) photo pixels
+    pixels_changed: int
+    checks: tuple[ModelCheck, ...]
+    matched_by: int
+    judged: int  # models with a calibrated threshold
+
+    @property
+    def summary(self) -> str:
+        return f"still matched by {self.matched_by} of {self.judged} source models"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "box": [round(v, 1) for v in self.box],
+            "pixels_changed": self.pixels_changed,
+            "matched_by": self.matched_by,
+            "judged": self.judged,
+            "summary": self.summary,
+            "models": [
+                {"model": c.model, "before": _round(c.before), "after": _round(c.after),
+                 "threshold": _round(c.threshold), "matched": c.matched}
+                for c in self.checks
+            ],
+        }  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: float = 1e-3) -> tuple[FaceVerdict, ...]:
+    """Re-measure each face of `written` (the protected file as decoded back from its bytes) on the source models.
+
+    `original` is the unprotected photo (unused here: the clean references below already come from it; a panel of
+    independent recognisers needs it to find and embed each face its own way). `result` is the
+    `facecloak.ProtectResult` the file came from (its faces and clean references, kept in memory);
+    the cosine after is measured on the written file, so JPEG re-encoding is accounted for. Placeholder for the
+    library's verification verdict (independent recognisers re-reading the file): swap this one function.
+    """
+    from facecloak.protection import similarities
+    from facecloak.thresholds import load_thresholds
+
+    faces = [outcome.face for outcome in result.faces]
+    if not faces:
+        return ()
+    after = similarities(written, faces, result.models, result.references)
+    thresholds = {m: load_thresholds(m) for m in result.models}
+    verdicts = []
+    for i, outcome in enumerate(result.faces):
+        checks = []
+        for m in result.models:
+            table = thresholds[m]
+            thr = table.at(far) if table is not None else None
+            cos = float(after[m][i])
+            checks.append(ModelCheck(m, float(outcome.cosine_before[m]), cos, thr, None if thr is None else cos >= thr))
+        judged = [c for c in checks if c.matched is not None]
+        x1, y1, x2, y2 = (float(v) for v in outcome.face.box)
+        verdicts.append(FaceVerdict(
+            i, (x1, y1, x2, y2), outcome.pixels_changed, tuple(checks),
+            sum(bool(c.matched) for c in judged), len(judged),
+        ))  # fmt: skip
+    return tuple(verdicts)
