@@ -494,7 +494,8 @@ def test_a_level_can_carry_its_own_models_and_cloak_settings(monkeypatch: pytest
     run(photo(0), LEVELS["low"])
     assert calls[0] == {"models": ("mbf-tf", "hse-mnv1"), "budget": 2.0, "fill": "cloak", "seed": 0,
                         "cloak_settings": "SETTINGS"}  # fmt: skip
-    assert calls[1]["models"] == ("mbf-arc",) and calls[1]["cloak_settings"] is None
+    # the library's low level carries its own source models and no cloak settings (black fill)
+    assert calls[1]["models"] == LEVELS["low"].models and calls[1]["cloak_settings"] is None
 
 
 def test_verdict_json_allows_unmeasured_values() -> None:

@@ -49,7 +49,7 @@ def serve_command(
 
         from facecloak.serve.app import ServeSettings, create_app
         from facecloak.serve.jobs import JobRunner, default_protector, preload
-        from facecloak.serve.policy import face_verdicts
+        from facecloak.serve.policy import default_verifier
     except ImportError as exc:
         raise ConfigError(f"`facecloak serve` needs the serve extra: pip install 'facecloak[serve]' ({exc})") from None
     from facecloak.models import get_spec
@@ -72,7 +72,7 @@ def serve_command(
     typer.echo(f"facecloak serve: loading models {', '.join(chosen)} ...")
     preload(chosen, warm_up=warm_up)
     runner = JobRunner(
-        default_protector(chosen), face_verdicts, max_pixels=int(max_megapixels * 1e6),
+        default_protector(chosen), default_verifier(), max_pixels=int(max_megapixels * 1e6),
         keep_seconds=keep_minutes * 60.0, max_queue=queue,
     )  # fmt: skip
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 2**20), token=token, models=chosen)

@@ -1,8 +1,9 @@
 """What the page offers and what it reports: protection levels and the per-face verdict.
 
-Both are deliberately one small object each so they can be replaced by the library's own once it has them:
-`LEVELS` (level name -> fill + budget, the same choices as `facecloak protect --fill/--budget`) and
-`face_verdicts` (how many source models still match each face of the written file).
+`LEVELS` are the library's levels (`facecloak.levels`, the same as `facecloak protect --level`); the verdict is
+the library's verification panel (`panel_verdicts`: independent local recognisers, each with its own detection
+and alignment, re-reading the written file), or, where dlib is not installed, the source models re-measuring it
+(`face_verdicts`, which says so).
 """
 
 from __future__ import annotations
@@ -30,11 +31,19 @@ class Strength:
                 **({"models": list(self.models)} if self.models else {})}  # fmt: skip
 
 
-LEVELS: dict[str, Strength] = {
-    "low": Strength("black", 1.0, "Low: black out the 1 % of face pixels models rely on most (fast, visible dots)"),
-    "medium": Strength("cloak", 1.0, "Medium: cloak (optimise) those 1 % of pixels (seconds per face)"),
-    "high": Strength("cloak", 2.0, "High: cloak 2 % of face pixels (slower, strongest)"),
-}
+def _levels() -> dict[str, Strength]:
+    from facecloak.levels import LEVELS as LIBRARY_LEVELS
+    from facecloak.levels import ORDER
+
+    out = {}
+    for name in ORDER:
+        lv = LIBRARY_LEVELS.get(name)
+        out[name] = Strength(lv.fill, lv.budget, f"{name.title()}: {lv.summary}", lv.models,
+                             lv.cloak if lv.fill == "cloak" else None)
+    return out
+
+
+LEVELS: dict[str, Strength] = _levels()
 DEFAULT_LEVEL = "medium"
 
 
@@ -83,9 +92,11 @@ class FaceVerdict:
     matched_by: int
     judged: int  # models with a calibrated threshold
 
+    kind: str = "source models"  # who judged: "source models" or "local recognisers" (the independent panel)
+
     @property
     def summary(self) -> str:
-        return f"still matched by {self.matched_by} of {self.judged} source models"
+        return f"still matched by {self.matched_by} of {self.judged} {self.kind}"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -139,3 +150,39 @@ def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: f
             sum(bool(c.matched) for c in judged), len(judged),
         ))  # fmt: skip
     return tuple(verdicts)
+
+
+def panel_verdicts(original: np.ndarray, result: Any, written: np.ndarray) -> tuple[FaceVerdict, ...]:
+    """The library's verdict: each face of `written` (decoded from the file's bytes) as the independent local
+    recognisers of `facecloak.verification` see it, each with its own detection and alignment, against the
+    same face in `original`. `before` is not measured (None): the reference is the original itself."""
+    from facecloak.verification import default_panel
+
+    faces = [outcome.face for outcome in result.faces]
+    if not faces:
+        return ()
+    panel = default_panel()
+    boxes = [f.box for f in faces]
+    verdicts = panel.verify(written, boxes, panel.references(original, boxes), sources=result.models)
+    out = []
+    for i, (outcome, v) in enumerate(zip(result.faces, verdicts, strict=True)):
+        checks = tuple(
+            ModelCheck(name, None, v.cosine.get(name), panel.thresholds[name],
+                       (name in v.matched_by) if name in v.judged_by else None)
+            for name in panel.names
+        )
+        x1, y1, x2, y2 = (float(c) for c in outcome.face.box)
+        out.append(FaceVerdict(i, (x1, y1, x2, y2), outcome.pixels_changed, checks, v.k, v.m, "local recognisers"))
+    return tuple(out)
+
+
+def default_verifier() -> Any:
+    """`panel_verdicts` when the verification panel loads (dlib installed), else `face_verdicts`."""
+    from facecloak.errors import FacecloakError
+    from facecloak.verification import default_panel
+
+    try:
+        default_panel()
+    except FacecloakError:
+        return face_verdicts
+    return panel_verdicts
