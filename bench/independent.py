@@ -401,3 +401,22 @@ def settings_by_name(names: Sequence[str]) -> list[Setting]:
             raise DataError(f"unknown setting {name!r} (known: {known})")
         out.append(s.as_control() if control else s)
     return out
+
+
+def combine(checkpoints: Sequence[Path]) -> dict[str, Any]:
+    """One result from the `rows.jsonl` checkpoints of several shards (or of an interrupted run) of the same
+    settings, pipelines and seed: the table over every probe they hold."""
+    rows: list[dict[str, Any]] = []
+    keys = set()
+    for path in checkpoints:
+        for line in Path(path).read_text().splitlines():
+            saved = json.loads(line)
+            keys.add(saved["key"])
+            rows.append(saved["row"])
+    if len(keys) != 1:
+        raise DataError(f"the checkpoints hold {len(keys)} different configurations; combine one at a time")
+    settings_json, pipelines, seed = json.loads(keys.pop())
+    reader = Reader(pipelines)
+    names = [s["name"] for s in settings_json]
+    return {"rows": rows, "table": table(rows, names, reader.thresholds), "thresholds": reader.thresholds,
+            "pipelines": pipelines, "settings": settings_json, "seed": seed, "far": FAR}

@@ -138,6 +138,19 @@ def independent_command(
     console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")
 
 
+@bench_app.command("independent-report")
+def independent_report_command(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (independent.json, report.md).")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="rows.jsonl files of the shards of one configuration.")],
+) -> None:
+    """Combine the checkpoints of sharded or interrupted `bench independent` runs into one table."""
+    independent = _import_bench("independent")
+    result = independent.combine(checkpoints)
+    independent.write_outputs(result, out, _command_line())
+    console.print(independent.markdown(result))
+    console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")
+
+
 @bench_app.command("calibrate-independent")
 def calibrate_independent_command(
     data: Annotated[Path, typer.Option(help="Labelled folder with manifest.csv (one photo per person is used).")],
