@@ -252,3 +252,38 @@ def example_grid(
             ax.set_yticks([])
             ax.set_title(names[j] if not titles else f"{titles[i]}: {names[j]}", fontsize=8)
     return _save(fig, path)
+
+
+def level_examples(rgb: np.ndarray, out: str | Path, levels: Sequence[str] = ("low", "medium", "high"),
+                   seed: int = 0) -> tuple[Path, dict[str, dict[str, float]]]:
+    """Before/after crops of the largest face of `rgb` at each protection level (the file as `facecloak protect`
+    would write it as PNG), at 2x zoom so single pixels show; returns the figure and per level its whole-photo
+    SSIM and changed pixels."""
+    import facecloak
+    from bench.stats import ssim_local_change
+    from facecloak.levels import LEVELS
+
+    panels = [("original", rgb)]
+    quality: dict[str, dict[str, float]] = {}
+    box = None
+    for name in levels:
+        result = facecloak.protect(rgb, seed=seed, **LEVELS.get(name).protect_options())
+        face = max(result.faces, key=lambda f: f.face.area).face
+        box = box or face.box
+        panels.append((name, result.image))
+        quality[name] = {"ssim_photo": ssim_local_change(rgb, result.image), "pixels_changed": result.pixels_changed}
+    if box is None:
+        raise ValueError("level_examples needs at least one level and a photo with a face")
+    x0, y0, x1, y1 = (round(v) for v in box)
+    pad = int(0.15 * (x1 - x0))
+    crop = (slice(max(0, y0 - pad), y1 + pad), slice(max(0, x0 - pad), x1 + pad))
+    fig = Figure(figsize=(3.2 * len(panels), 3.6))
+    FigureCanvasAgg(fig)
+    for k, (name, img) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.imshow(img[crop], interpolation="nearest")
+        q = quality.get(name)
+        ax.set_title(name if q is None else f"{name}: SSIM {q['ssim_photo']:.4f}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, out), quality
