@@ -203,3 +203,37 @@ def test_missing_ray_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(RayUnavailableError, match=r"pip install 'facecloak\[ray\]'"):
         import_ray()
     assert issubclass(RayUnavailableError, FacecloakError)
+
+
+@pytest.mark.real
+@pytest.mark.shared
+@pytest.mark.slow
+def test_sigterm_keeps_finished_outputs_and_a_rerun_resumes(photos: list[Path], tmp_path: Path) -> None:
+    """SIGTERM after the first report: exit 130, the outputs written are complete (no temp files), the photos in
+    progress finish or leave nothing, and the same command resumes to the same bytes as an uninterrupted run."""
+    import signal
+
+    src, out = photos[0].parent, tmp_path / "out"
+    for i in range(4):  # more photos than workers, so some are still queued when the signal comes
+        small_copy(photos[i % len(photos)], src / f"extra{i}.jpg", max_side=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["protect", src, "-o", out, *FAST, "--json", "--backend", "ray", "--workers", "2"]
+    child = subprocess.Popen(subprocess_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None
+    first = child.stdout.readline()
+    assert first.startswith("{"), child.stderr.read() if child.stderr else ""
+    child.send_signal(signal.SIGTERM)
+    _rest, err = child.communicate(timeout=300)
+    assert child.returncode == 130, err
+    assert "interrupted after" in err and "rerun the same command to resume" in err
+    written = sorted(p.name for p in out.iterdir())
+    assert 1 <= len(written) < 8 and not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    resumed = subprocess.run(subprocess_cmd(*args), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    _records, summary = json_lines(resumed.stdout)
+    assert summary["summary"] == {"exists": len(written), "protected": 8 - len(written)}
+    whole = subprocess.run(subprocess_cmd(*[a if a != out else tmp_path / "whole" for a in args]), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0
+    assert snapshot(out) == snapshot(tmp_path / "whole")
