@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FACECLOAK := $(VENV)/bin/facecloak
-EXTRAS ?= dev,dlib,serve
+EXTRAS ?= dev,dlib,serve,ray
 
 .PHONY: setup pull demo test lint clean-cache
 

@@ -696,11 +696,13 @@ class TransferRun:
         key = unit_key(self.recipe, self.fingerprint, self.backend.parser_name, source, fill, budget)
         return self.out / "cells" / f"{key[:12]}-{_slug(source)}-{fill}-{budget:g}.json", key
 
-    def run_units(self) -> tuple[list[dict], dict[str, int]]:
-        """Compute every unit not finished yet; returns all cells (recipe order) and counts of computed/skipped."""
+    def run_units(self, execute: UnitExecutor | None = None) -> tuple[list[dict], dict[str, int]]:
+        """Compute every unit not finished yet (with `execute`, default `local_units`); returns all cells (recipe
+        order) and counts of computed/skipped. Each unit's shard is written as soon as its cells come back."""
         counts = {"computed": 0, "skipped": 0, "unit_seconds": 0}
         done: dict[tuple[str, str, float], dict[str, dict]] = {}
-        for spec, fill, budget in self.progress(self.units(), "units (source, fill, budget)"):
+        todo: list[tuple[UnitJob, Path, str, dict | None, dict[str, dict]]] = []
+        for spec, fill, budget in self.units():
             path, key = self.shard_path(spec.text, fill, budget)
             shard = _read_shard(path, key)
             have = shard["cells"] if shard else {}
@@ -712,16 +714,19 @@ class TransferRun:
             if not missing:
                 counts["skipped"] += 1
                 counts["unit_seconds"] += round((shard or {}).get("seconds", 0.0))
+                done[(spec.text, fill, budget)] = have
             else:
-                start = time.perf_counter()
-                have = {**have, **self.unit_cells(spec, fill, budget, missing)}
-                seconds = (shard or {}).get("seconds", 0.0) + time.perf_counter() - start
-                payload = {"key": key, "source": spec.text, "fill": fill, "budget": budget, "seconds": seconds,
-                           "cells": have}
-                write_results(path.parent, payload, name=path.name)
-                counts["computed"] += 1
-                counts["unit_seconds"] += round(seconds)
-            done[(spec.text, fill, budget)] = have
+                todo.append((UnitJob(spec, fill, budget, tuple(missing)), path, key, shard, have))
+        for index, computed, seconds in (execute or local_units)(self, [t[0] for t in todo]):
+            job, path, key, shard, have = todo[index]
+            have = {**have, **computed}
+            seconds += (shard or {}).get("seconds", 0.0)
+            payload = {"key": key, "source": job.spec.text, "fill": job.fill, "budget": job.budget,
+                       "seconds": seconds, "cells": have}
+            write_results(path.parent, payload, name=path.name)
+            counts["computed"] += 1
+            counts["unit_seconds"] += round(seconds)
+            done[(job.spec.text, job.fill, job.budget)] = have
         # every kept cell was computed with today's thresholds (`_same_thresholds`), so the floors match it
         cells = [{**done[(s, f, b)][cell_key(t, d)], **self.clean_dodging(t)}
                  for f in self.recipe.fills for b in self.recipe.budgets
@@ -751,6 +756,37 @@ class TransferRun:
             out[dodge_key(far, CLEAN)] = float(np.mean(cos < thr))
             out[dodge_key(far, CLEAN, per="photo")] = float(np.mean([np.all(c < thr) for c in to_refs]))
         return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where units are computed: `local_units` in this process; a distributed executor (bench.scale.ray_units) gets the
+# same jobs and returns the same (index, cells, seconds); shards are written by `run_units` either way.
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """One unit to compute: (source, fill, budget) and the targets its shard is missing."""
+
+    spec: SourceSpec
+    fill: str
+    budget: float
+    targets: tuple[str, ...]
+
+
+# (run, jobs) -> (index into jobs, cells keyed by cell_key, compute seconds), in any order
+UnitExecutor = Callable[["TransferRun", Sequence[UnitJob]], Iterable[tuple[int, dict[str, dict], float]]]
+
+
+def compute_unit(run: TransferRun, job: UnitJob) -> tuple[dict[str, dict], float]:
+    """The cells of one unit and the seconds they took."""
+    start = time.perf_counter()
+    cells = run.unit_cells(job.spec, job.fill, job.budget, list(job.targets))
+    return cells, time.perf_counter() - start
+
+
+def local_units(run: TransferRun, jobs: Sequence[UnitJob]) -> Iterator[tuple[int, dict[str, dict], float]]:
+    for index, job in enumerate(run.progress(jobs, "units (source, fill, budget)")):
+        yield index, *compute_unit(run, job)
 
 
 def _read_shard(path: Path, key: str) -> dict | None:
@@ -925,8 +961,10 @@ def run_transfer(
     examples: bool = True,
     command: str = "",
     progress: Progress = _no_progress,
+    units: UnitExecutor | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a transfer benchmark; writes OUT/results.json, OUT/report.md, figures; returns the payload."""
+    """Run (or resume) a transfer benchmark; writes OUT/results.json, OUT/report.md, figures; returns the payload.
+    units: where the units are computed (default `local_units`; `bench.scale.ray_units` for Ray)."""
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out = Path(out_dir)
@@ -934,7 +972,7 @@ def run_transfer(
     run = TransferRun(recipe, Path(data_dir), out, backend or default_backend(), progress)
     if not run.pairs:
         raise FacecloakError("no genuine pairs: every person needs two photos with a detected face")
-    cells, counts = run.run_units()
+    cells, counts = run.run_units(units)
     summary = summarise_cells(cells, main_budget(cells) or MAIN_BUDGET, recipe.fills[0] if recipe.fills else None)
     figures_written = write_figures(run, cells, examples)
     data = run.data

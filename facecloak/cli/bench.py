@@ -61,6 +61,13 @@ def run_command(
     overrides: SetOption = None,
     no_examples: Annotated[bool, typer.Option("--no-examples", help="Do not draw example photos with masks.")] = False,
     no_cache: Annotated[bool, typer.Option(help="Do not read or write detection/embedding caches.")] = False,
+    backend: Annotated[str, typer.Option(help="local, or ray: units on Ray workers (pip install "
+                                              "'facecloak[ray]'; data, OUT and models on paths every worker sees).")
+                       ] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="With --backend ray: join this cluster (default: a local "
+                                                         "Ray sized to this machine).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="With --backend ray: Ray workers (default: one per "
+                                                            "CPU).")] = None,
 ) -> None:
     """Transfer benchmark: Δcos and dodging on every target for masks chosen with every source, vs controls."""
     config = _import_bench("config")
@@ -69,9 +76,10 @@ def run_command(
     if seed is not None:
         items["seed"] = str(seed)
     rec = config.load_recipe(recipe, items)
-    backend = transfer.default_backend(use_cache=not no_cache)
-    payload = transfer.run_transfer(rec, data, out, backend=backend, examples=not no_examples,
-                                    command=_command_line(), progress=progress_iter)
+    units = _units_executor(backend, ray_address, workers, use_cache=not no_cache)
+    models = transfer.default_backend(use_cache=not no_cache)
+    payload = transfer.run_transfer(rec, data, out, backend=models, examples=not no_examples,
+                                    command=_command_line(), progress=progress_iter, units=units)
     s = payload["summary"]
     env = payload["environment"]
     err.print(f"{payload['n_photos']} photos, {payload['n_identities']} people, {payload['n_pairs']} genuine pairs, "
@@ -83,6 +91,25 @@ def run_command(
         console.print(f"Δcos at {s['budget']:g} %, fill {s['fill']} (mean of {s['n_cells']} cells): "
                       + ", ".join(parts))
     console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
+def _units_executor(backend: str, address: str | None, workers: int | None, *, use_cache: bool) -> Any:
+    """None (local units) or the Ray executor of bench.scale."""
+    if backend == "local":
+        if address is not None or workers is not None:
+            raise FacecloakError("--ray-address and --workers go with --backend ray")
+        return None
+    if backend != "ray":
+        raise FacecloakError(f"unknown --backend {backend!r}; choose local or ray")
+    import functools
+
+    from facecloak.scale.ray import RayConfig, import_ray
+
+    import_ray()  # without the extra, stop before any work with the install command
+    transfer = _import_bench("transfer")
+    scale = _import_bench("scale")
+    return scale.ray_units(RayConfig(address=address, workers=workers),
+                           functools.partial(transfer.default_backend, use_cache=use_cache))
 
 
 @bench_app.command("patterns")

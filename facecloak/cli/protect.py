@@ -12,12 +12,13 @@ written before the output they belong to for the same reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -60,6 +61,11 @@ class LevelChoice(str, Enum):
     low = "low"
     medium = "medium"
     high = "high"
+
+
+class BackendChoice(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,16 @@ def protect_command(
     parser: Annotated[
         ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
     ] = ParserChoice.facemesh,
+    backend: Annotated[
+        BackendChoice, typer.Option(help="local: this process; ray: Ray workers (pip install 'facecloak[ray]').")
+    ] = BackendChoice.local,
+    ray_address: Annotated[
+        str | None, typer.Option(help="With --backend ray: join this cluster (auto, HOST:PORT, ray://HOST:10001); "
+                                      "default: start a local Ray sized to this machine.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="With --backend ray: Ray workers (default: one per CPU of the cluster).")
+    ] = None,
 ) -> None:
     """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
     is read back by local face recognisers through their own detection and alignment, and the result says, per
@@ -229,17 +245,18 @@ def protect_command(
         escalate=escalate,
     )
     _check_options(options, person, person_photos)
+    if backend is not BackendChoice.ray and (ray_address is not None or workers is not None):
+        raise ConfigError("--ray-address and --workers go with --backend ray")
     items = _collect(paths, options, recursive=recursive, follow_symlinks=follow_symlinks)
     runner = _Runner(options)
     reports: list[PhotoReport] = []
     with _sigterm_as_interrupt():
         try:
-            if not dry_run:
+            if not dry_run and (backend is BackendChoice.local or person is not None):
                 runner.prepare()  # a missing or tampered model stops everything here, before any photo
                 if person is not None and person_photos is not None:
                     runner.load_person(person, person_photos)
-            for item in progress_iter(items, "protecting"):
-                report = runner.run_one(item.path, item.root)
+            for report in progress_iter(_reports(backend, runner, items, ray_address, workers), "protecting"):
                 reports.append(report)
                 if as_json:
                     typer.echo(json.dumps(report.as_json(), ensure_ascii=False))
@@ -590,6 +607,44 @@ class _Runner:
             verdict=verdict,
             face_levels=tuple(face_levels),
         )
+
+
+# --- where the per-photo reports come from: this process, or Ray actors that each hold their own _Runner -------
+
+
+def _reports(
+    backend: BackendChoice, runner: _Runner, items: list[InputImage], address: str | None, workers: int | None
+) -> Iterable[PhotoReport]:
+    """One report per item, in input order. ray: each actor builds `_Runner(options)`, prepares it once (a worker
+    without the models fails with the local one-line error) and runs `run_one` per photo, 1 torch thread each."""
+    if backend is BackendChoice.local:
+        return _local(runner, items)
+    from facecloak.scale.ray import RayConfig, actor_map
+
+    make = functools.partial(_ray_runner, runner.o, runner.person)
+    return actor_map(make, _ray_run_one, items, RayConfig(address=address, workers=workers), on_lost=_lost)
+
+
+def _local(runner: _Runner, items: list[InputImage]) -> Iterable[PhotoReport]:
+    from facecloak.scale.ray import Sized
+
+    return Sized((runner.run_one(item.path, item.root) for item in items), len(items))
+
+
+def _ray_runner(options: ProtectOptions, person: Person | None) -> _Runner:
+    runner = _Runner(options)
+    if not options.dry_run:
+        runner.prepare()
+    runner.person = person
+    return runner
+
+
+def _ray_run_one(runner: _Runner, item: InputImage) -> PhotoReport:
+    return runner.run_one(item.path, item.root)
+
+
+def _lost(item: InputImage, message: str) -> PhotoReport:
+    return PhotoReport(str(item.path), None, "failed", message=message)
 
 
 def _with_seconds(report: PhotoReport, seconds: float) -> PhotoReport:
