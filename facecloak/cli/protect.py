@@ -106,6 +106,7 @@ class ProtectOptions:
     steps: int
     epsilon: float | None
     parser: str
+    device: str = "auto"
 
 
 def register(app: typer.Typer) -> None:
@@ -162,6 +163,9 @@ def protect_command(
     parser: Annotated[
         ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
     ] = ParserChoice.facemesh,
+    device: Annotated[
+        str, typer.Option(help="Where the recognition models run: auto (CUDA when present), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """Write protected copies of photos: only the pixels recognition relies on most are changed."""
     options = ProtectOptions(
@@ -185,6 +189,7 @@ def protect_command(
         steps=steps,
         epsilon=epsilon,
         parser=parser.value,
+        device=device,
     )
     _check_options(options, person, person_photos)
     items = _collect(paths, options, recursive=recursive, follow_symlinks=follow_symlinks)
@@ -236,6 +241,9 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
         raise ConfigError("--person and --person-photos go together")
     if o.fill not in FILL_NAMES:
         raise ConfigError(f"unknown fill {o.fill!r}; choose from {', '.join(FILL_NAMES)}")
+    from facecloak.masking import resolve_device
+
+    resolve_device(o.device)  # an unavailable device stops here, before any photo
     LeamSettings(budget=o.budget)  # raises ConfigError outside (0, 100]
     CloakSettings(steps=o.steps, epsilon=o.epsilon)
     for model in o.models:
@@ -403,6 +411,7 @@ class _Runner:
             detector=self.detector,
             parser=self.parser,
             largest_only=o.largest_only,
+            device=o.device,
         )
 
         def write(rgb: np.ndarray) -> None:
