@@ -203,6 +203,40 @@ def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+MEMORY_SNIPPET = r"""
+import json, resource, sys
+from facecloak.io import read_image
+from facecloak.protection import protect
+count, paths = int(sys.argv[1]), sys.argv[2:]
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+trace = []
+for i in range(count):
+    protect(read_image(paths[i % len(paths)]).rgb)
+    if (i + 1) % 10 == 0 or i == 0:
+        trace.append([i + 1, round(rss_mb(), 1)])
+print(json.dumps({"photos": count, "rss_mb": trace,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def memory_trace(source: Path, photos: list[Path], count: int) -> dict:
+    """RSS after every 10th of `count` in-process `protect` calls cycling through `photos`, and the peak."""
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(count), *map(str, photos)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_import_floor(repeats: int) -> dict[str, float]:
+    """Wall and CPU seconds of `python -c "import torch"`: the part of the start-up no facecloak change can cut."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [run([sys.executable, "-c", "import torch"], env, REPO) for _ in range(repeats)]
+    return summarise(runs)
+
+
 def export_ref(ref: str, into: Path) -> Path:
     """The tree of git `ref` under `into` (git archive), so an older version runs side by side."""
     archive = into / "ref.tar"
@@ -235,6 +269,8 @@ def main() -> None:
     parser.add_argument("--deface", default="/tmp/deface-venv/bin/deface")
     parser.add_argument("--baseline-ref", default=None, help="git ref of an older facecloak to run side by side")
     parser.add_argument("--cloak-faces", type=int, default=4, help="LFW photos for the cloak's s/face (0: skip)")
+    parser.add_argument("--folder-repeats", type=int, default=1, help="runs of each whole folder per tool")
+    parser.add_argument("--memory-photos", type=int, default=0, help="in-process protect calls traced for RSS")
     parser.add_argument("--profile-photos", type=int, default=10, help="photos per set profiled by stage (0: skip)")
     args = parser.parse_args()
     if args.photos < 2:
@@ -257,6 +293,7 @@ def main() -> None:
         for tool in tools:
             tool.on_folder(sets["lfw"][:1], tmp / "warm")
 
+        floor = torch_import_floor(args.repeats)
         results: dict[str, dict[str, dict[str, object]]] = {}
         k = 0
         for set_name, photos in sets.items():
@@ -266,7 +303,7 @@ def main() -> None:
                 for tool in tools:  # interleaved: each tool sees the same load
                     k += 1
                     one[tool.name].append(tool.on_folder(photos[:1], tmp / f"w{k}"))
-            for _ in range(args.repeats):
+            for _ in range(args.folder_repeats):
                 for tool in tools:
                     k += 1
                     folder[tool.name].append(tool.on_folder(photos, tmp / f"w{k}"))
@@ -286,6 +323,8 @@ def main() -> None:
                 if tool.name.startswith("facecloak"):
                     cloak[tool.name] = cloak_seconds_per_face(Path(tool.env["PYTHONPATH"]),
                                                               sets["lfw"][: args.cloak_faces])
+        memory = memory_trace(REPO, [p for photos in sets.values() for p in photos], args.memory_photos
+                              ) if args.memory_photos else {}
         profile = {name: profile_stages(REPO, photos[: args.profile_photos]) for name, photos in sets.items()
                    } if args.profile_photos else {}
     load_end = os.getloadavg()
@@ -301,27 +340,32 @@ def main() -> None:
         "loadavg_end": [round(v, 2) for v in load_end],
         "uptime_end": uptime,
         "repeats": args.repeats,
+        "folder_repeats": args.folder_repeats,
         "deface": None if deface is None else args.deface,
         "baseline_ref": args.baseline_ref,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed_protect.json").write_text(
-        json.dumps({"environment": env, "sets": results, "cloak": cloak, "profile": profile}, indent=2) + "\n"
+        json.dumps({"environment": env, "sets": results, "cloak": cloak, "profile": profile,
+                    "memory": memory, "torch_import": floor}, indent=2) + "\n"
     )
-    md = report(env, results, cloak, profile)
+    md = report(env, results, cloak, profile, memory, floor)
     (args.out / "README.md").write_text(md)
     print(md)
 
 
-def report(env: dict, results: dict, cloak: dict, profile: dict) -> str:
+def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict) -> str:
     lines = [
         "# Speed of the default `facecloak protect` vs `deface`",
         "",
         f"Command: `OMP_NUM_THREADS=1 {env['command']}` ({env['date_utc']} UTC); {env['cpus']} CPUs, Python "
         f"{env['python']}; load average (1, 5, 15 min) {env['loadavg_start']} at the start, {env['loadavg_end']} at "
         f"the end (`{env['uptime_end']}`). The machine was shared with other jobs: read the ratios (measured side "
-        f"by side, interleaved), not the absolute seconds. Median of {env['repeats']} runs each; peak RSS is the "
-        "max over runs.",
+        f"by side, interleaved), not the absolute seconds. Start-up: median of {env['repeats']} runs; folder: "
+        f"median of {env['folder_repeats']} run(s); peak RSS is the max over runs.",
+        "",
+        f"Floor: `python -c 'import torch'` takes {floor['wall_s']:.2f} s wall, {floor['cpu_s']:.2f} s CPU "
+        f"(median of {env['repeats']}, same run); every facecloak start-up includes it.",
         "",
         "| set | tool | start-up wall s (1 photo) | start-up CPU s | folder wall s | folder CPU s | marginal s/photo | "
         "marginal CPU s/photo | peak RSS MB |",
@@ -353,6 +397,12 @@ def report(env: dict, results: dict, cloak: dict, profile: dict) -> str:
                   "| tree | faces | seconds | s/face | steps |", "|---|---:|---:|---:|---:|"]
         for name, c in cloak.items():
             lines.append(f"| {name} | {c['faces']} | {c['seconds']:.1f} | {c['seconds_per_face']:.2f} | {c['steps']} |")
+    if memory:
+        rss = memory["rss_mb"]
+        mid = rss[len(rss) // 2]
+        lines += ["", f"Memory: {memory['photos']} in-process `protect` calls cycling through both sets: RSS "
+                  f"{rss[0][1]:.0f} MB after the first photo, {mid[1]:.0f} MB after {mid[0]}, "
+                  f"{rss[-1][1]:.0f} MB after {rss[-1][0]}; peak {memory['peak_rss_mb']:.0f} MB."]
     if profile:
         names = list(profile)
         lines += ["", "Where the time of `protect` goes (this tree, in-process, cProfile cumulative seconds per photo; "
