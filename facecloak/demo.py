@@ -8,7 +8,6 @@ threshold at FAR 1e-3 where one is calibrated.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from facecloak.align import align
+from facecloak.bundled import bundled_photos
 from facecloak.io import read_image, write_image
-from facecloak.leamface import embed_crops
-from facecloak.models import MODELS, cached_model, get_spec
+from facecloak.models import MODELS, cached_model, embed_crops, get_spec
 from facecloak.protection import DEFAULT_MODELS, protect
 from facecloak.thresholds import load_thresholds
 
 console = Console()
-
-
-def bundled_photos() -> dict[str, np.ndarray]:
-    """Name -> RGB uint8 photo, from installed packages only (no shared data)."""
-    from skimage import data
-
-    photos = {"astronaut": data.astronaut()}
-    images = resources.files("insightface") / "data" / "images"
-    for name in ("t1.jpg", "Tom_Hanks_54745.png"):
-        ref = images / name
-        if ref.is_file():
-            with resources.as_file(ref) as path:
-                photos[Path(name).stem] = read_image(path).rgb
-    return photos
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

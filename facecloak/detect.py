@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -190,6 +191,12 @@ DETECTORS: Registry[DetectorSpec] = Registry("face detector")
 def load_detector(name: str = "mtcnn", **options: object) -> Detector:
     """Create a registered detector by name; options go to its constructor (e.g. `min_face_size=40`)."""
     return DETECTORS.get(name).create(**options)
+
+
+@lru_cache(maxsize=1)
+def default_detector() -> Detector:
+    """MTCNN with default settings, loaded once per process."""
+    return load_detector("mtcnn")
 
 
 def load_mtcnn_module() -> Mtcnn:
@@ -546,6 +553,7 @@ __all__ = [
     "Mtcnn",
     "MtcnnDetector",
     "batched_nms",
+    "default_detector",
     "load_detector",
     "nms",
     "pyramid_scales",

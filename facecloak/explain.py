@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from facecloak.align import align, warp_to_photo
+from facecloak.align import warp_to_photo
 from facecloak.errors import ConfigError, ImageError
-from facecloak.leamface import LeamSettings, ModelMaps, ensemble, model_maps, select_pixels
-from facecloak.models import cached_model, get_spec
-from facecloak.parse import FaceParser, face_region, labels_in_template, region_shares
+from facecloak.leamface import LeamSettings
+from facecloak.masking import align_faces, mask_faces, model_templates, resolve_device
+from facecloak.models import cached_model
+from facecloak.parse import FaceParser, face_region, region_shares
 from facecloak.types import Face
 
 ModelLoader = Callable[[str], nn.Module]
@@ -112,55 +113,6 @@ def mask_image(mask: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def _crops(image: np.ndarray, faces: Sequence[Face], model_id: str) -> np.ndarray:
-    template = get_spec(model_id).template
-    return np.stack([align(image, f, template).crop for f in faces])
-
-
-def _maps_for(
-    model_id: str,
-    model: nn.Module,
-    crops: np.ndarray,
-    settings: LeamSettings,
-    references: torch.Tensor | None,
-) -> ModelMaps:
-    """Maps of all faces; faces with a reference row use the reference target, the others the flip target."""
-    if references is None:
-        return model_maps(model_id, model, crops, _with_target(settings, "flip"))
-    known = ~torch.isnan(references).any(dim=1)
-    if bool(known.all()):
-        return model_maps(model_id, model, crops, _with_target(settings, "reference"), references=references)
-    # Mixed: e.g. the person's face and a bystander in one photo. Two calls, results put back in face order.
-    parts = {
-        flag: model_maps(
-            model_id, model, crops[idx], _with_target(settings, "reference" if flag else "flip"),
-            references=references[idx] if flag else None,
-        )
-        for flag, idx in ((True, known.numpy()), (False, ~known.numpy()))
-        if idx.any()
-    }
-    order = np.concatenate([np.flatnonzero(known.numpy()), np.flatnonzero(~known.numpy())])
-    inverse = np.argsort(order)
-    first = next(iter(parts.values()))
-    cat = {k: np.concatenate([getattr(p, k) for p in parts.values()])[inverse]
-           for k in ("layer_maps", "overall", "scores")}
-    offset = {True: 0, False: int(known.sum())}
-    empty = tuple(
-        (int(order[offset[flag] + i]), name) for flag, p in parts.items() for i, name in p.empty
-    )
-    return ModelMaps(model_id, first.layers, cat["layer_maps"], cat["overall"], empty, cat["scores"])
-
-
-def _with_target(settings: LeamSettings, target: str) -> LeamSettings:
-    """`target` is what the face allows (reference with other photos, else flip). The contrast target works with
-    both (it falls back to the mirrored crop and the bundled impostor bank), so it is kept as chosen."""
-    if settings.target == "contrast":
-        return settings
-    if settings.target not in ("auto", target) and settings.target == "reference":
-        raise ConfigError("the reference target needs other photos of the person: give several and --person")
-    return LeamSettings(**{**settings.__dict__, "target": target})
-
-
 def explain_faces(
     image: np.ndarray,
     faces: Sequence[Face],
@@ -171,6 +123,7 @@ def explain_faces(
     references: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
     load_model: ModelLoader = cached_model,
+    device: str | torch.device = "cpu",
 ) -> list[FaceExplanation]:
     """Explain each face of a uint8 RGB photo (H, W, 3) with the given recognition models.
 
@@ -178,6 +131,7 @@ def explain_faces(
                 that face). A face with a reference is explained against it (the "reference" target: e.g. the
                 centroid of the person's other photos); a face without one against its mirrored crop ("flip").
     seed:       for the `sampled` selection strategy.
+    device:     where the recognition models run ("cpu", "cuda", "cuda:N" or "auto").
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(f"explain expects a uint8 RGB photo (H, W, 3), got {image.dtype} {image.shape}")
@@ -187,34 +141,31 @@ def explain_faces(
     if not faces:
         return []
     settings = settings or LeamSettings()
+    dev = resolve_device(device)
     refs: dict[str, torch.Tensor | None] = {}
     for m in models:
         row = None if references is None or m not in references else np.asarray(references[m], np.float32)
         if row is not None and row.shape[0] != len(faces):
             raise ConfigError(f"references for {m} have {row.shape[0]} rows for {len(faces)} faces")
         refs[m] = None if row is None else torch.from_numpy(row)
-    maps = [_maps_for(m, load_model(m), _crops(image, faces, m), settings, refs[m]) for m in models]
-    overall = ensemble(maps)  # (F, S, S), common template
-
-    common = [align(image, f, settings.common_template) for f in faces]
-    size = common[0].size
-    labels = np.stack([labels_in_template(parser.parse(image, f), a.matrix, size) for f, a in
-                       zip(faces, common, strict=True)])
-    template_masks = select_pixels(overall, settings, region=face_region(labels), seed=seed)
+    batch = align_faces(image, faces, (settings.common_template,), crop_templates=model_templates(models), device=dev)
+    stage = mask_faces(image, batch, models=models, parser=parser, settings=settings, references=refs, seed=seed,
+                       device=dev, load_model=load_model)
+    maps, overall, labels, template_masks = stage.maps, stage.overall, stage.labels, stage.template_masks
 
     out: list[FaceExplanation] = []
     shape = image.shape[:2]
-    for i, (face, aligned) in enumerate(zip(faces, common, strict=True)):
+    for i, (face, matrix) in enumerate(zip(faces, stage.common_matrices, strict=True)):
         template_layers = {f"{mm.model}/{layer}": mm.layer_maps[i, j] for mm in maps for j, layer in
                            enumerate(mm.layers)}
         has_ref = [refs[m] is not None and not bool(torch.isnan(refs[m][i]).any()) for m in models]  # type: ignore[index]
         out.append(FaceExplanation(
             face=face,
             models=models,
-            layer_heatmaps={k: to_heatmap(v, aligned.matrix, shape) for k, v in template_layers.items()},
-            model_heatmaps={mm.model: to_heatmap(mm.overall[i], aligned.matrix, shape) for mm in maps},
-            heatmap=to_heatmap(overall[i], aligned.matrix, shape),
-            mask=warp_to_photo(template_masks[i], aligned.matrix, shape, interpolation="nearest").astype(bool),
+            layer_heatmaps={k: to_heatmap(v, matrix, shape) for k, v in template_layers.items()},
+            model_heatmaps={mm.model: to_heatmap(mm.overall[i], matrix, shape) for mm in maps},
+            heatmap=to_heatmap(overall[i], matrix, shape),
+            mask=stage.mask_in_photo(i, shape),
             template_overall=overall[i],
             template_layers=template_layers,
             template_mask=template_masks[i],

@@ -7,6 +7,7 @@ averaged, the "ensemble"), and selects the pixels to change, optionally only ins
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,9 @@ from torch import nn
 import leam
 from facecloak.align import TEMPLATES, warp_between_templates
 from facecloak.errors import ConfigError
-from facecloak.models import get_spec
+from facecloak.impostors import impostors_for
+from facecloak.models import embed_crops as embed_crops  # re-exported: callers import it from here
+from facecloak.models import get_spec, to_tensor
 
 TARGETS = ("auto", "reference", "flip", "contrast")
 
@@ -77,17 +80,6 @@ class ModelMaps:
     scores: np.ndarray  # (N,) target scores
 
 
-def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """uint8 (N, S, S, 3) RGB crops -> float32 (N, 3, S, S) in [0, 255], the models' input contract."""
-    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-
-
-@torch.no_grad()
-def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    out = [model(to_tensor(crops[s : s + batch_size])) for s in range(0, len(crops), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
-
-
 def make_target(
     kind: str,
     model: nn.Module,
@@ -117,33 +109,37 @@ def make_target(
 def model_maps(
     model_id: str,
     model: nn.Module,
-    crops: np.ndarray,
+    crops: np.ndarray | torch.Tensor,
     settings: LeamSettings,
     *,
     references: torch.Tensor | None = None,
     impostors: torch.Tensor | None = None,
 ) -> ModelMaps:
-    """LEAM maps of `crops` (uint8 (N, s, s, 3) in the model's template) in the common template."""
-    spec = get_spec(model_id)
-    x = to_tensor(crops)
-    if settings.target == "contrast" and impostors is None:
-        from facecloak.impostors import impostors_for
+    """LEAM maps of `crops` in the common template (numpy, on the CPU).
 
+    crops: uint8 (N, s, s, 3) RGB in the model's template, or the model input itself, float32 (N, 3, s, s) in
+    0-255 on the model's device (see `facecloak.models.to_tensor`). References and impostors move to that device.
+    """
+    spec = get_spec(model_id)
+    x = crops if isinstance(crops, torch.Tensor) else to_tensor(crops)
+    references = references.to(x.device) if references is not None else None
+    impostors = impostors.to(x.device) if impostors is not None else None
+    if settings.target == "contrast" and impostors is None:
         refs = references if references is not None else leam.flip_target(model, x).reference
         impostors = impostors_for(model_id, model, refs)
         references = refs
     target = make_target(settings.target, model, x, references, impostors)
     layers = settings.layers_for(model_id)
     rel = leam.compute_relevance(model, x, target, layers, settings.method, batch_size=settings.batch_size)
-    layer_maps = rel.layer_maps.numpy()
-    overall = rel.overall.numpy()
+    layer_maps = rel.layer_maps.cpu().numpy()
+    overall = rel.overall.cpu().numpy()
     if spec.template != settings.common_template:
         layer_maps = np.stack(
             [np.stack([_warp(m, spec.template, settings.common_template) for m in per]) for per in layer_maps]
         )
         overall = np.stack([_warp(m, spec.template, settings.common_template) for m in overall])
     return ModelMaps(model_id, layers, layer_maps.astype(np.float32), overall.astype(np.float32), rel.empty,
-                     rel.scores.numpy())
+                     rel.scores.cpu().numpy())
 
 
 def _warp(p: np.ndarray, src: str, dst: str) -> np.ndarray:
@@ -172,11 +168,14 @@ def select_pixels(
     k = settings.budget if budget is None else budget
     p = torch.from_numpy(np.ascontiguousarray(overall, dtype=np.float32))
     reg = None if region is None or not settings.restrict_to_face else torch.from_numpy(np.asarray(region, bool))
-    if settings.selection == "topk":
-        mask = leam.topk_mask(p, k, region=reg)
-    elif settings.selection == "stratified":
-        mask = leam.stratified_mask(p, k, grid=(settings.grid, settings.grid), region=reg)
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        mask = leam.sampled_mask(p, k, gamma=settings.gamma, generator=gen, region=reg)
+    selector = leam.SELECTORS.get(settings.selection)
+    # Each selector takes the options it declares (grid, gamma, a seeded generator); a new registered selector
+    # gets them the same way.
+    offered = {
+        "grid": (settings.grid, settings.grid),
+        "gamma": settings.gamma,
+        "generator": torch.Generator().manual_seed(seed),
+    }
+    accepted = inspect.signature(selector).parameters
+    mask = selector(p, k, region=reg, **{name: value for name, value in offered.items() if name in accepted})
     return np.asarray(mask, dtype=bool)

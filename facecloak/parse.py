@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -147,6 +147,24 @@ def labels_in_template(parsing: Parsing, matrix: np.ndarray, size: int) -> np.nd
         raise ValueError(f"matrix must be (2, 3), got {matrix.shape}")
     return cv2.warpAffine(parsing.labels, matrix, (size, size), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=OTHER)
+
+
+def template_labels(parser: FaceParser, image: np.ndarray, face: Face, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The face's regions in a template crop: (size, size) uint8, ``matrix`` the (2, 3) photo -> crop map.
+
+    Parsers that draw polygons (both built-in ones, through ``polygons_for``) are rasterised directly in the
+    template: no label map of the whole photo is painted and warped down. Any other parser's ``parse`` output is
+    warped with `labels_in_template`.
+    """
+    polygons_for = getattr(parser, "polygons_for", None)
+    if polygons_for is None:
+        return labels_in_template(parser.parse(image, face), matrix, size)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must be (2, 3), got {matrix.shape}")
+    photo_polygons = polygons_for(image, face)
+    moved = {code: [apply_affine(matrix, p) for p in polys] for code, polys in photo_polygons.items()}
+    return paint_regions((size, size), moved)
 
 
 def paint_regions(shape: tuple[int, int], polygons: Mapping[int, Sequence[np.ndarray]]) -> np.ndarray:
@@ -344,6 +362,11 @@ class FaceMeshParser:
             mesh, presence = self._run_roi(image, roi_from_mesh(mesh))
         return mesh, presence
 
+    def polygons_for(self, image: np.ndarray, face: Face) -> dict[int, list[np.ndarray]]:
+        """Region polygons in photo pixels (see `mesh_polygons`)."""
+        mesh, _ = self.landmarks(image, face)
+        return mesh_polygons(mesh)
+
     def parse(self, image: np.ndarray, face: Face) -> Parsing:
         height, width = _check_image(image)
         mesh, presence = self.landmarks(image, face)
@@ -426,6 +449,11 @@ class Landmarks5Parser:
         local = self.local_polygons(frame.to_local(points))
         return {code: [frame.to_photo(p) for p in polys] for code, polys in local.items()}
 
+    def polygons_for(self, image: np.ndarray, face: Face) -> dict[int, list[np.ndarray]]:
+        """Region polygons in photo pixels from the face's five points (the photo's pixels are not used)."""
+        _check_image(image)
+        return self.polygons(face.landmarks)
+
     def parse(self, image: np.ndarray, face: Face) -> Parsing:
         height, width = _check_image(image)
         labels = paint_regions((height, width), self.polygons(face.landmarks))
@@ -458,6 +486,12 @@ PARSERS.register("landmarks5", Landmarks5Parser)
 def get_parser(name: str = "facemesh") -> FaceParser:
     """A ready parser by registry name; ``facemesh`` raises `ModelNotPulledError` if its file is not pulled."""
     return PARSERS.get(name)()
+
+
+@lru_cache(maxsize=1)
+def default_parser() -> FaceParser:
+    """The FaceMesh parser, loaded once per process."""
+    return get_parser("facemesh")
 
 
 def is_parser_pulled() -> bool:

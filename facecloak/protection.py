@@ -6,22 +6,23 @@ Pure with respect to files: takes and returns arrays. The CLI and the albumentat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
 import leam
-from facecloak.align import align, warp_to_photo
+from facecloak.align import align
 from facecloak.cloak import CloakSettings, SourceModel, cloak
+from facecloak.detect import default_detector
 from facecloak.errors import ConfigError
 from facecloak.fills import FILLS
-from facecloak.leamface import LeamSettings, ModelMaps, embed_crops, ensemble, model_maps, select_pixels
-from facecloak.models import cached_model, get_spec
-from facecloak.parse import face_region, labels_in_template
+from facecloak.leamface import LeamSettings, ModelMaps, ensemble, model_maps
+from facecloak.masking import align_faces, embed_batch, mask_faces, model_templates, resolve_device
+from facecloak.models import cached_model, embed_crops, get_spec
+from facecloak.parse import default_parser
 from facecloak.thresholds import load_thresholds
 from facecloak.types import Face
 
@@ -68,36 +69,17 @@ class ProtectResult:
         return int(self.mask.sum())
 
 
-@lru_cache(maxsize=1)
-def default_detector():
-    """MTCNN with default settings, loaded once per process."""
-    from facecloak.detect import load_detector
-
-    return load_detector("mtcnn")
-
-
-@lru_cache(maxsize=1)
-def default_parser():
-    """The FaceMesh parser, loaded once per process."""
-    from facecloak.parse import get_parser
-
-    return get_parser("facemesh")
-
-
-def _clean_references(models: Sequence[str], crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {m: embed_crops(cached_model(m), crops[m]) for m in models}
-
-
-def _person_refs(person: Person, model: str, n_faces: int) -> torch.Tensor:
+def _person_refs(person: Person, model: str, n_faces: int, device: torch.device | str = "cpu") -> torch.Tensor:
     if model not in person.references:
         raise ConfigError(f"person {person.name!r} has no reference for model {model!r}; rebuild the profile")
-    return torch.from_numpy(np.asarray(person.references[model], np.float32))[None].expand(n_faces, -1)
+    ref = torch.from_numpy(np.asarray(person.references[model], np.float32)).to(device)
+    return ref[None].expand(n_faces, -1)
 
 
 def _match_person(person: Person, clean: dict[str, torch.Tensor]) -> int:
     """Index of the face most similar to the person (mean cosine over models)."""
     sims = [
-        torch.nn.functional.cosine_similarity(clean[m], _person_refs(person, m, len(clean[m])), dim=1)
+        torch.nn.functional.cosine_similarity(clean[m], _person_refs(person, m, len(clean[m]), clean[m].device), dim=1)
         for m in clean
         if m in person.references
     ]
@@ -119,12 +101,15 @@ def protect(
     parser=None,
     largest_only: bool = False,
     far: float = 1e-3,
+    device: str | torch.device = "cpu",
 ) -> ProtectResult:
     """Protect every face of `image` (uint8 RGB (H, W, 3)); returns the new image and what was done.
 
     budget: percent of each face's region (in the common template) whose pixels may change.
     fill:   an occlusion fill from `facecloak.fills.FILLS` or "cloak" (optimised pixel values).
     person: identity references (and optionally a profile) for the person these photos show.
+    device: where the recognition models run: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present).
+            Detection, parsing and the cloak's optimisation stay on the CPU.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ConfigError(f"protect expects a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
@@ -133,6 +118,7 @@ def protect(
     models = tuple(models)
     for m in models:
         get_spec(m)
+    dev = resolve_device(device)
     settings = settings or LeamSettings()
     if budget != settings.budget:
         settings = LeamSettings(**{**settings.__dict__, "budget": budget})
@@ -144,57 +130,39 @@ def protect(
         return ProtectResult(image.copy(), empty, (), None, fill, budget, models, notes=("no face found",))
     parser = parser or default_parser()
 
-    common = settings.common_template
-    common_aligned = [align(image, f, common) for f in faces]
-    crops = {m: np.stack([align(image, f, get_spec(m).template).crop for f in faces]) for m in models}
-    clean = _clean_references(models, crops)
+    # Masking: one alignment per template, the clean embeddings, then the masking stage.
+    batch = align_faces(image, faces, (settings.common_template,), crop_templates=model_templates(models), device=dev)
+    clean = embed_batch(batch, models, dev)
     match = _match_person(person, clean) if person is not None else -1
-    refs = {m: (_person_refs(person, m, len(faces)) if person is not None else clean[m]) for m in models}
-
+    refs = {m: (_person_refs(person, m, len(faces), dev) if person is not None else clean[m]) for m in models}
     # Relevance: a person's saved profile for their face, the ensemble of the source models' maps otherwise.
     use_refs = person is not None and settings.target in ("auto", "reference", "contrast")
-    maps: list[ModelMaps] = [
-        model_maps(m, cached_model(m), crops[m], settings, references=refs[m] if use_refs else None) for m in models
-    ]
-    overall = ensemble(maps)
-    if person is not None and person.profile_overall is not None:
-        overall[match] = person.profile_overall
-
-    size = int(common_aligned[0].crop.shape[0])
-    regions = np.stack(
-        [face_region(labels_in_template(parser.parse(image, f), a.matrix, size)) for f, a in
-         zip(faces, common_aligned, strict=True)]
+    override = {match: person.profile_overall} if person is not None and person.profile_overall is not None else {}
+    masks = mask_faces(
+        image, batch, models=models, parser=parser, settings=settings,
+        references=dict(refs) if use_refs else None, overall_override=override, seed=seed, device=dev,
     )
-    template_masks = select_pixels(overall, settings, region=regions, seed=seed)
-    # One full-resolution map at a time: 20 faces on a 48 MP photo must not hold 20 full-size masks and maps.
-    mask = np.zeros(image.shape[:2], bool)
-    heat = np.zeros(image.shape[:2], np.float32)
-    face_pixels: list[np.ndarray] = []  # flat indices of each face's mask (sparse: a few % of the face)
-    for tm, o, a in zip(template_masks, overall, common_aligned, strict=True):
-        face_mask = warp_to_photo(tm, a.matrix, image.shape[:2], interpolation="nearest").astype(bool)
-        face_pixels.append(np.flatnonzero(face_mask))
-        mask |= face_mask
-        del face_mask
-        face_heat = warp_to_photo(o / max(o.max(), 1e-12), a.matrix, image.shape[:2], interpolation="bilinear")
-        np.maximum(heat, face_heat, out=heat)
-        del face_heat
+    mask, heat, face_pixels = masks.union_in_photo(image.shape)
 
+    # Fill.
     steps = 0
     if fill == "cloak":
         sources = []
         for m in models:
             thr = load_thresholds(m)
+            # The cloak optimises on the CPU: its pixel tensors live there.
             sources.append(SourceModel(
                 id=m, module=cached_model(m), size=get_spec(m).input_size,
-                matrices=np.stack([align(image, f, get_spec(m).template).matrix for f in faces]),
-                references=refs[m], threshold=thr.at(far) if thr else None,
+                matrices=np.asarray(batch.matrices[get_spec(m).template]),
+                references=refs[m].cpu(), threshold=thr.at(far) if thr else None,
             ))
         protected, steps = cloak(image, mask, sources, cloak_settings or CloakSettings(), seed=seed)
     else:
         protected = FILLS.get(fill)(image, mask, rng=np.random.default_rng(seed))
 
-    after = similarities(protected, faces, models, refs)
-    before = {m: torch.nn.functional.cosine_similarity(clean[m], refs[m], dim=1).numpy() for m in models}
+    # Measure, on crops cut out exactly as the clean ones were.
+    after = similarities(protected, faces, models, refs, matrices=batch.matrices)
+    before = {m: torch.nn.functional.cosine_similarity(clean[m], refs[m], dim=1).cpu().numpy() for m in models}
     changed = (protected != image).any(2)
     outcomes = tuple(
         FaceOutcome(
@@ -210,15 +178,27 @@ def protect(
 
 
 def similarities(
-    image: np.ndarray, faces: Sequence[Face], models: Sequence[str], references: dict[str, torch.Tensor]
+    image: np.ndarray,
+    faces: Sequence[Face],
+    models: Sequence[str],
+    references: dict[str, torch.Tensor],
+    *,
+    matrices: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Cosine of each face of `image` (aligned with the given detections) to its reference, per model."""
-    out = {}
-    for m in models:
-        crops = np.stack([align(image, f, get_spec(m).template).crop for f in faces])
-        emb = embed_crops(cached_model(m), crops)
-        out[m] = torch.nn.functional.cosine_similarity(emb, references[m].to(emb), dim=1).numpy()
-    return out
+    """Cosine of each face of `image` (aligned with the given detections) to its reference, per model.
+
+    The models run on the references' device. `matrices` (template -> (F, 2, 3), e.g. `AlignedBatch.matrices`)
+    skip re-estimating the alignment.
+    """
+    if not models:
+        return {}
+    device = next(iter(references.values())).device
+    batch = align_faces(image, faces, (), crop_templates=model_templates(models), device=device, matrices=matrices)
+    emb = embed_batch(batch, models, device)
+    return {
+        m: torch.nn.functional.cosine_similarity(emb[m], references[m].to(emb[m]), dim=1).cpu().numpy()
+        for m in models
+    }
 
 
 def build_person(

@@ -71,14 +71,18 @@ def explain_command(
     largest_only: Annotated[bool, typer.Option(help="Explain only the largest face of each photo.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the 'sampled' selection.")] = 0,
     layer_maps: Annotated[bool, typer.Option("--layer-maps/--no-layer-maps", help="Write per-layer PNGs.")] = True,
+    device: Annotated[str, typer.Option(help="Where the recognition models run: auto (CUDA when present), cpu, "
+                                             "cuda or cuda:N.")] = "auto",
 ) -> None:
     """Write LEAM heatmaps (per layer and overall), the top-k % mask and its facial regions for every face."""
     from facecloak.io import find_images
+    from facecloak.masking import resolve_device
     from facecloak.models import get_spec
     from facecloak.parse import get_parser
     from facecloak.protection import DEFAULT_MODELS
 
     settings = _settings(method, layers, budget, selection)
+    resolved = resolve_device(device)  # an unavailable device stops here, before any photo
     model_ids = tuple(parse_names(models) or DEFAULT_MODELS)
     for m in model_ids:
         get_spec(m)  # unknown names fail here, with suggestions
@@ -91,7 +95,7 @@ def explain_command(
     detector = load_detector("mtcnn")
     out.mkdir(parents=True, exist_ok=True)
     runner = _Explainer(out, model_ids, settings, face_parser, detector, seed=seed, largest_only=largest_only,
-                        layer_maps=layer_maps)
+                        layer_maps=layer_maps, device=str(resolved))
     if person is not None:
         runner.load_person(person, [i.path for i in items])
     reports = [runner.run_one(item.path) for item in progress_iter(items, "explaining")]
@@ -110,10 +114,11 @@ class _Explainer:
     """The options, loaded detector/parser and (with --person) the identity references of one invocation."""
 
     def __init__(self, out: Path, models: tuple[str, ...], settings, parser, detector, *, seed: int,
-                 largest_only: bool, layer_maps: bool) -> None:
+                 largest_only: bool, layer_maps: bool, device: str = "cpu") -> None:
         self.out, self.models, self.settings = out, models, settings
         self.parser, self.detector = parser, detector
         self.seed, self.largest_only, self.layer_maps = seed, largest_only, layer_maps
+        self.device = device
         self.references: dict[Path, dict[str, np.ndarray]] = {}  # photo -> model -> (D,) leave-one-out centroid
         self.used_names: set[str] = set()
 
@@ -123,8 +128,7 @@ class _Explainer:
         from facecloak.align import align
         from facecloak.explain import leave_one_out_references
         from facecloak.io import read_image
-        from facecloak.leamface import embed_crops
-        from facecloak.models import cached_model, get_spec
+        from facecloak.models import cached_model, embed_crops, get_spec
         from facecloak.models.pull import sha256_file
         from facecloak.protection import build_person
 
@@ -177,7 +181,7 @@ class _Explainer:
                                      np.full_like(self.references[path][m], np.nan) for i in range(len(faces))])
                         for m in self.models}
             explanations = explain_faces(rgb, faces, models=self.models, parser=self.parser, settings=self.settings,
-                                         references=refs, seed=self.seed)
+                                         references=refs, seed=self.seed, device=self.device)
             folder = self._folder(path)
             files: list[Path] = []
 

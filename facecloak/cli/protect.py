@@ -133,6 +133,7 @@ class ProtectOptions:
     verify: bool = True
     escalate: bool = False
     panel: tuple[str, ...] = ("dlib", "arcface", "hse")
+    device: str = "auto"
 
 
 def register(app: typer.Typer) -> None:
@@ -212,6 +213,9 @@ def protect_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="With --backend ray: Ray workers (default: one per CPU of the cluster).")
     ] = None,
+    device: Annotated[
+        str, typer.Option(help="Where the recognition models run: auto (CUDA when present), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
     is read back by local face recognisers through their own detection and alignment, and the result says, per
@@ -243,6 +247,7 @@ def protect_command(
         level=level.value,
         verify=not no_verify,
         escalate=escalate,
+        device=device,
     )
     _check_options(options, person, person_photos)
     if backend is not BackendChoice.ray and (ray_address is not None or workers is not None):
@@ -303,6 +308,9 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
         raise ConfigError("--person and --person-photos go together")
     if o.fill not in FILL_NAMES:
         raise ConfigError(f"unknown fill {o.fill!r}; choose from {', '.join(FILL_NAMES)}")
+    from facecloak.masking import resolve_device
+
+    resolve_device(o.device)  # an unavailable device stops here, before any photo
     LeamSettings(budget=o.budget)  # raises ConfigError outside (0, 100]
     CloakSettings(steps=o.steps, epsilon=o.epsilon)
     for model in o.models:
@@ -496,7 +504,8 @@ class _Runner:
         photo = read_image(path, max_pixels=o.max_pixels)
         frames_note = f"first of {photo.n_frames} frames protected" if photo.n_frames > 1 else ""
         too_small = min(photo.height, photo.width) < _SMALLEST_FACE_SIDE
-        common = {"seed": o.seed, "detector": self.detector, "parser": self.parser, "person": self.person}
+        common = {"seed": o.seed, "detector": self.detector, "parser": self.parser, "person": self.person,
+                  "device": o.device}
         result = protect(
             photo.rgb,
             faces=[] if too_small else None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
+import torch
 from torch import nn
 
 from facecloak.models.spec import ModelSpec, Source, SourceFile
@@ -33,12 +35,42 @@ def load_model(model_id: str) -> nn.Module:
 
 
 @cache
-def cached_model(model_id: str) -> nn.Module:
-    """`load_model` once per process (the transform's DataLoader workers each load their own copy lazily)."""
-    return load_model(model_id)
+def cached_model(model_id: str, device: str | None = None) -> nn.Module:
+    """`load_model` once per process and device (the transform's DataLoader workers each load their own copy
+    lazily). `device`: a torch device name ("cuda", "cuda:1"); None is the CPU (one cache entry for the CPU)."""
+    module = load_model(model_id)
+    return module if device is None or device == "cpu" else module.to(device)
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) RGB crops -> float32 (N, 3, S, S) in [0, 255], the models' input contract."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Raw embeddings (N, D) of float32 (N, 3, S, S) model inputs, in batches, without gradients."""
+    out = [model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+    """Raw embeddings (N, D) of uint8 (N, S, S, 3) RGB crops aligned to the model's template."""
+    return embed(model, to_tensor(crops), batch_size)
 
 
 # Architectures register themselves; keep this list in the order `models list` shows them.
 from facecloak.models import dlib_r29, hse_mnv1, mbf_arc, mbf_tf, mobileface  # noqa: E402,F401
 
-__all__ = ["MODELS", "ModelSpec", "Source", "SourceFile", "cached_model", "get_spec", "load_model"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "Source",
+    "SourceFile",
+    "cached_model",
+    "embed",
+    "embed_crops",
+    "get_spec",
+    "load_model",
+    "to_tensor",
+]

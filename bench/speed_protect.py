@@ -1,0 +1,418 @@
+"""Speed of the default `facecloak protect` against `deface`, side by side in one run (a benchmark, not a test).
+
+    OMP_NUM_THREADS=1 python -m bench.speed_protect -o bench/results/speed-protect \\
+        [--data ../shared/faces] [--photos 60] [--repeats 3] [--deface /tmp/deface-venv/bin/deface] \\
+        [--baseline-ref GIT_REF] [--cloak-faces 4]
+
+Photo sets (written to a temporary folder at run time, never into the repository):
+  deepface-1024  the first `--photos` photos of deepface's manifest, scaled to at most 1024 px on the long side
+  lfw            one photo each of the first `--photos` LFW people (250 x 250, copied unchanged)
+
+For each set and each tool, in interleaved order so that both see the same machine load:
+  start-up  wall and CPU seconds of the command on a folder holding only the set's first photo (median of
+            `--repeats` runs; the disk cache is warm after the first);
+  folder    wall and CPU seconds for the whole folder (median of `--repeats` runs), fresh output folder each run;
+  marginal  (folder - start-up) / (photos - 1), seconds per photo;
+  peak RSS  of the child process (ru_maxrss from wait4), max over its runs.
+Commands: `facecloak protect DIR -o OUT` (defaults: black fill, 1 %, mbf-arc,mbf-tf,mobileface, FaceMesh parser)
+and `deface DIR` (its defaults; outputs next to the inputs in a copy of the folder). deface is not a
+dependency: install it in its own venv (`python -m venv /tmp/deface-venv && /tmp/deface-venv/bin/pip install
+deface onnxruntime`); without it the deface columns are skipped and the script says how to get them.
+
+`--baseline-ref REF` also runs facecloak from `git archive REF` (e.g. the commit before a speed change) in the
+same interleaved order, so before/after ratios come from one run. `--cloak-faces N` measures the sparse cloak
+(`facecloak.protect(fill="cloak")`, 60 steps, early stop) in seconds per face on the first N LFW photos, for this
+tree and the baseline. `--profile-photos N` profiles `protect` by stage on N photos of each set. The machine's
+load average (`os.getloadavg`) is recorded at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFACE_HINT = "python -m venv /tmp/deface-venv && /tmp/deface-venv/bin/pip install deface onnxruntime"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Photo sets
+
+
+def prepare_sets(shared: Path, tmp: Path, n: int) -> dict[str, list[Path]]:
+    """Write the two photo sets under `tmp`; returns set name -> photo paths."""
+    from PIL import Image
+
+    deepface, lfw = tmp / "deepface-1024", tmp / "lfw"
+    deepface.mkdir(parents=True)
+    lfw.mkdir(parents=True)
+    with (shared / "deepface" / "manifest.csv").open() as fh:
+        rows = list(csv.DictReader(fh))[:n]
+    for row in rows:
+        with Image.open(shared / "deepface" / row["path"]) as im:
+            rgb = im.convert("RGB")
+            rgb.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+            rgb.save(deepface / row["path"].replace("/", "_"), quality=95)
+    seen: set[str] = set()
+    with (shared / "lfw" / "manifest.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["identity"] in seen:
+                continue
+            seen.add(row["identity"])
+            shutil.copyfile(shared / "lfw" / row["path"], lfw / Path(row["path"]).name)
+            if len(seen) == n:
+                break
+    return {"deepface-1024": sorted(deepface.iterdir()), "lfw": sorted(lfw.iterdir())}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running one command
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path) -> Run:
+    """Run `cmd` to completion; wall time, CPU time (user + sys) and peak RSS of the child from wait4."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        print(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace')[-2000:]}",
+              file=sys.stderr)
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+
+
+class Tool:
+    """A command that processes a folder of photos (facecloak from a source tree, or deface)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], *, writes_next_to_inputs: bool) -> None:
+        self.name, self.argv, self.env, self.in_place = name, argv, env, writes_next_to_inputs
+
+    def on_folder(self, photos: list[Path], work: Path) -> Run:
+        src = work / "in"
+        src.mkdir(parents=True)
+        for p in photos:
+            shutil.copyfile(p, src / p.name)
+        cmd = [*self.argv, str(src)] if self.in_place else [*self.argv, str(src), "-o", str(work / "out")]
+        try:
+            return run(cmd, self.env, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def facecloak_tool(name: str, source: Path) -> Tool:
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    code = "import sys; from facecloak.cli import main; sys.argv[0] = 'facecloak'; sys.exit(main())"
+    return Tool(name, [sys.executable, "-c", code, "protect"], env, writes_next_to_inputs=False)
+
+
+def deface_tool(path: str) -> Tool | None:
+    exe = shutil.which(path) or (path if Path(path).is_file() else None)
+    if exe is None:
+        return None
+    return Tool("deface", [exe], {**os.environ, "OMP_NUM_THREADS": "1"}, writes_next_to_inputs=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sparse cloak per face
+
+
+CLOAK_SNIPPET = r"""
+import json, sys, time
+from facecloak.io import read_image
+from facecloak.protection import protect
+paths = sys.argv[1:]
+protect(read_image(paths[0]).rgb, fill="cloak")  # warm-up: models, impostor bank, first-call costs
+faces = steps = 0
+start = time.perf_counter()
+for p in paths:
+    r = protect(read_image(p).rgb, fill="cloak")
+    faces += len(r.faces)
+    steps += r.cloak_steps
+print(json.dumps({"faces": faces, "seconds": time.perf_counter() - start, "steps": steps}))
+"""
+
+
+def cloak_seconds_per_face(source: Path, photos: list[Path]) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", CLOAK_SNIPPET, *map(str, photos)], env=env, capture_output=True,
+                         text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**got, "seconds_per_face": got["seconds"] / max(got["faces"], 1)}
+
+
+PROFILE_SNIPPET = r"""
+import cProfile, json, pstats, sys
+from facecloak.io import read_image
+from facecloak.protection import protect
+photos = [read_image(p).rgb for p in sys.argv[1:]]
+protect(photos[0])  # warm-up
+profiler = cProfile.Profile()
+profiler.enable()
+for rgb in photos:
+    protect(rgb)
+profiler.disable()
+stats = pstats.Stats(profiler).stats
+wanted = {
+    ("detect.py", "detect"): "detect (MTCNN)",
+    ("masking.py", "align_faces"): "align_faces (matrices + crops, clean and protected)",
+    ("masking.py", "embed_batch"): "embed_batch (clean and protected embeddings)",
+    ("leamface.py", "model_maps"): "model_maps (flip target + LEAM forward/backward)",
+    ("parse.py", "template_labels"): "template_labels (FaceMesh + rasterising)",
+    ("leamface.py", "select_pixels"): "select_pixels",
+    ("masking.py", "union_in_photo"): "union_in_photo (mask/heatmap back to the photo)",
+    ("protection.py", "similarities"): "similarities (after)",
+    ("protection.py", "protect"): "protect (total)",
+}
+out = {label: 0.0 for label in wanted.values()}
+for (filename, _, function), (_, _, _, cumulative, _) in stats.items():
+    label = wanted.get((filename.rsplit("/", 1)[-1], function))
+    if label is not None:
+        out[label] += cumulative / len(photos)
+print(json.dumps(out))
+"""
+
+
+def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
+    """Cumulative seconds per photo of each stage of `protect` under cProfile (the profiler adds overhead)."""
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", PROFILE_SNIPPET, *map(str, photos)], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+MEMORY_SNIPPET = r"""
+import json, resource, sys
+from facecloak.io import read_image
+from facecloak.protection import protect
+count, paths = int(sys.argv[1]), sys.argv[2:]
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+trace = []
+for i in range(count):
+    protect(read_image(paths[i % len(paths)]).rgb)
+    if (i + 1) % 10 == 0 or i == 0:
+        trace.append([i + 1, round(rss_mb(), 1)])
+print(json.dumps({"photos": count, "rss_mb": trace,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def memory_trace(source: Path, photos: list[Path], count: int) -> dict:
+    """RSS after every 10th of `count` in-process `protect` calls cycling through `photos`, and the peak."""
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(count), *map(str, photos)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_import_floor(repeats: int) -> dict[str, float]:
+    """Wall and CPU seconds of `python -c "import torch"`: the part of the start-up no facecloak change can cut."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [run([sys.executable, "-c", "import torch"], env, REPO) for _ in range(repeats)]
+    return summarise(runs)
+
+
+def export_ref(ref: str, into: Path) -> Path:
+    """The tree of git `ref` under `into` (git archive), so an older version runs side by side."""
+    archive = into / "ref.tar"
+    with archive.open("wb") as fh:
+        subprocess.run(["git", "-C", str(REPO), "archive", ref], stdout=fh, check=True)
+    tree = into / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def summarise(runs: list[Run]) -> dict[str, float]:
+    return {
+        "wall_s": statistics.median(r.wall_s for r in runs),
+        "cpu_s": statistics.median(r.cpu_s for r in runs),
+        "peak_rss_mb": max(r.peak_rss_mb for r in runs),
+        "failed_runs": sum(r.returncode != 0 for r in runs),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "faces")
+    parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--deface", default="/tmp/deface-venv/bin/deface")
+    parser.add_argument("--baseline-ref", default=None, help="git ref of an older facecloak to run side by side")
+    parser.add_argument("--cloak-faces", type=int, default=4, help="LFW photos for the cloak's s/face (0: skip)")
+    parser.add_argument("--folder-repeats", type=int, default=1, help="runs of each whole folder per tool")
+    parser.add_argument("--memory-photos", type=int, default=0, help="in-process protect calls traced for RSS")
+    parser.add_argument("--profile-photos", type=int, default=10, help="photos per set profiled by stage (0: skip)")
+    args = parser.parse_args()
+    if args.photos < 2:
+        parser.error("--photos must be at least 2 (the marginal cost needs a folder larger than one photo)")
+
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="facecloak-speed-") as tmp_name:
+        tmp = Path(tmp_name)
+        sets = prepare_sets(args.data, tmp / "sets", args.photos)
+        tools = [facecloak_tool("facecloak", REPO)]
+        if args.baseline_ref:
+            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", export_ref(args.baseline_ref, tmp)))
+        deface = deface_tool(args.deface)
+        if deface is None:
+            print(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}", file=sys.stderr)
+        else:
+            tools.append(deface)
+
+        # Warm the disk cache and every per-user cache (impostor bank, pulled weights) once, untimed.
+        for tool in tools:
+            tool.on_folder(sets["lfw"][:1], tmp / "warm")
+
+        floor = torch_import_floor(args.repeats)
+        results: dict[str, dict[str, dict[str, object]]] = {}
+        k = 0
+        for set_name, photos in sets.items():
+            one: dict[str, list[Run]] = {t.name: [] for t in tools}
+            folder: dict[str, list[Run]] = {t.name: [] for t in tools}
+            for _ in range(args.repeats):
+                for tool in tools:  # interleaved: each tool sees the same load
+                    k += 1
+                    one[tool.name].append(tool.on_folder(photos[:1], tmp / f"w{k}"))
+            for _ in range(args.folder_repeats):
+                for tool in tools:
+                    k += 1
+                    folder[tool.name].append(tool.on_folder(photos, tmp / f"w{k}"))
+            results[set_name] = {}
+            for tool in tools:
+                s1, sf = summarise(one[tool.name]), summarise(folder[tool.name])
+                results[set_name][tool.name] = {
+                    "startup": s1,
+                    "folder": sf,
+                    "marginal_s_per_photo": (sf["wall_s"] - s1["wall_s"]) / (len(photos) - 1),
+                    "marginal_cpu_s_per_photo": (sf["cpu_s"] - s1["cpu_s"]) / (len(photos) - 1),
+                    "photos": len(photos),
+                }
+        cloak: dict[str, dict[str, float]] = {}
+        if args.cloak_faces:
+            for tool in tools:
+                if tool.name.startswith("facecloak"):
+                    cloak[tool.name] = cloak_seconds_per_face(Path(tool.env["PYTHONPATH"]),
+                                                              sets["lfw"][: args.cloak_faces])
+        memory = memory_trace(REPO, [p for photos in sets.values() for p in photos], args.memory_photos
+                              ) if args.memory_photos else {}
+        profile = {name: profile_stages(REPO, photos[: args.profile_photos]) for name, photos in sets.items()
+                   } if args.profile_photos else {}
+    load_end = os.getloadavg()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    env = {
+        "command": " ".join(["python -m bench.speed_protect", *sys.argv[1:]]),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "omp_num_threads": "1",
+        "loadavg_start": [round(v, 2) for v in load_start],
+        "loadavg_end": [round(v, 2) for v in load_end],
+        "uptime_end": uptime,
+        "repeats": args.repeats,
+        "folder_repeats": args.folder_repeats,
+        "deface": None if deface is None else args.deface,
+        "baseline_ref": args.baseline_ref,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed_protect.json").write_text(
+        json.dumps({"environment": env, "sets": results, "cloak": cloak, "profile": profile,
+                    "memory": memory, "torch_import": floor}, indent=2) + "\n"
+    )
+    md = report(env, results, cloak, profile, memory, floor)
+    (args.out / "README.md").write_text(md)
+    print(md)
+
+
+def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict) -> str:
+    lines = [
+        "# Speed of the default `facecloak protect` vs `deface`",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 {env['command']}` ({env['date_utc']} UTC); {env['cpus']} CPUs, Python "
+        f"{env['python']}; load average (1, 5, 15 min) {env['loadavg_start']} at the start, {env['loadavg_end']} at "
+        f"the end (`{env['uptime_end']}`). The machine was shared with other jobs: read the ratios (measured side "
+        f"by side, interleaved), not the absolute seconds. Start-up: median of {env['repeats']} runs; folder: "
+        f"median of {env['folder_repeats']} run(s); peak RSS is the max over runs.",
+        "",
+        f"Floor: `python -c 'import torch'` takes {floor['wall_s']:.2f} s wall, {floor['cpu_s']:.2f} s CPU "
+        f"(median of {env['repeats']}, same run); every facecloak start-up includes it.",
+        "",
+        "| set | tool | start-up wall s (1 photo) | start-up CPU s | folder wall s | folder CPU s | marginal s/photo | "
+        "marginal CPU s/photo | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for set_name, tools in results.items():
+        for name, r in tools.items():
+            start = r["startup"]
+            lines.append(
+                f"| {set_name} (n={r['photos']}) | {name} | {start['wall_s']:.2f} | {start['cpu_s']:.2f} | "
+                f"{r['folder']['wall_s']:.2f} | {r['folder']['cpu_s']:.2f} | {r['marginal_s_per_photo']:.3f} | "
+                f"{r['marginal_cpu_s_per_photo']:.3f} | {r['folder']['peak_rss_mb']:.0f} |"
+            )
+    lines += ["", "Ratios (facecloak / other, same run):", ""]
+    for set_name, tools in results.items():
+        base = tools.get("facecloak")
+        for name, r in tools.items():
+            if name == "facecloak" or base is None:
+                continue
+            startup = base["startup"]["wall_s"] / r["startup"]["wall_s"]
+            lines.append(
+                f"- {set_name}: facecloak / {name}: start-up {startup:.2f}x, "
+                f"folder wall {base['folder']['wall_s'] / r['folder']['wall_s']:.2f}x, "
+                f"folder CPU {base['folder']['cpu_s'] / r['folder']['cpu_s']:.2f}x, "
+                f"marginal {base['marginal_s_per_photo'] / max(r['marginal_s_per_photo'], 1e-9):.2f}x"
+            )
+    if cloak:
+        lines += ["", "Sparse cloak (`protect(fill='cloak')`, 60 steps, early stop; after one warm-up photo):", "",
+                  "| tree | faces | seconds | s/face | steps |", "|---|---:|---:|---:|---:|"]
+        for name, c in cloak.items():
+            lines.append(f"| {name} | {c['faces']} | {c['seconds']:.1f} | {c['seconds_per_face']:.2f} | {c['steps']} |")
+    if memory:
+        rss = memory["rss_mb"]
+        mid = rss[len(rss) // 2]
+        lines += ["", f"Memory: {memory['photos']} in-process `protect` calls cycling through both sets: RSS "
+                  f"{rss[0][1]:.0f} MB after the first photo, {mid[1]:.0f} MB after {mid[0]}, "
+                  f"{rss[-1][1]:.0f} MB after {rss[-1][0]}; peak {memory['peak_rss_mb']:.0f} MB."]
+    if profile:
+        names = list(profile)
+        lines += ["", "Where the time of `protect` goes (this tree, in-process, cProfile cumulative seconds per photo; "
+                  "the profiler inflates Python-heavy parts):", "",
+                  "| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for stage in profile[names[0]]:
+            lines.append(f"| {stage} | " + " | ".join(f"{profile[n][stage]:.3f}" for n in names) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
