@@ -17,7 +17,9 @@ at (0, 0). Label maps are uint8 with the codes in ``REGIONS``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -321,9 +323,12 @@ class FaceMeshParser:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
-            raise FacecloakError("the FaceMesh parser needs ai-edge-litert: pip install 'facecloak[tflite]'") from exc
-        interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.num_threads)
-        interpreter.allocate_tensors()
+            raise FacecloakError("the FaceMesh parser needs ai-edge-litert: pip install ai-edge-litert") from exc
+        # The TFLite runtime announces its XNNPACK delegate on the process's stderr from C++ ("INFO: Created
+        # TensorFlow Lite XNNPACK delegate for CPU."), which Python's logging cannot silence: mute fd 2 meanwhile.
+        with _quiet_stderr():
+            interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.num_threads)
+            interpreter.allocate_tensors()
         return interpreter
 
     def run_crop(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
@@ -519,3 +524,20 @@ def pull_parser(force: bool = False) -> bool:
         (source_dir(PARSER_SOURCE) / FACEMESH_FILE).unlink(missing_ok=True)
     fetch_source(PARSER_SOURCE)
     return True
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C++ libraries write there directly)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

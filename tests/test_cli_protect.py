@@ -347,3 +347,28 @@ def test_escalate_raises_the_level_of_faces_still_matched(photos: list[Path], tm
 def test_escalate_needs_verification(photos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(["protect", photos[0], "--escalate", "--no-verify"], capsys)
     assert code == 2 and "--escalate needs the verification" in err
+
+
+def test_help_fits_80_columns_without_cutting_names_or_defaults() -> None:
+    import os
+    import subprocess
+
+    from _protect_support import subprocess_cmd
+
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    shown = subprocess.run(subprocess_cmd("protect", "--help"), env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--no-verify" in shown.stdout
+    assert "…" not in shown.stdout, [line for line in shown.stdout.splitlines() if "…" in line]
+
+
+def test_no_runtime_log_lines_on_stderr(photos: list[Path], tmp_path: Path) -> None:
+    """The TFLite runtime (FaceMesh) announces its XNNPACK delegate from C++; users must not see it."""
+    import subprocess
+
+    from _protect_support import subprocess_cmd
+
+    args = ["protect", photos[0], "-o", tmp_path / "out", "--models", "mbf-arc", "--fill", "black", "--no-verify",
+            "--json"]
+    done = subprocess.run(subprocess_cmd(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "XNNPACK" not in done.stderr and "INFO:" not in done.stderr, done.stderr

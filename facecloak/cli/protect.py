@@ -156,7 +156,7 @@ def protect_command(
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     level: Annotated[
         LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
-                                       "high (transfer cloak, 5 %). --fill/--budget/--steps/--models override it.")
+                                       "high (transfer cloak, 5 %). --fill, --budget, --steps and --models override it.")
     ] = LevelChoice.medium,
     models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
     budget: Annotated[
@@ -172,7 +172,9 @@ def protect_command(
         Path | None, typer.Option(help="Folder of photos of --person to build a profile from.")
     ] = None,
     seed: int = 0,
-    largest_only: Annotated[bool, typer.Option(help="Protect only the largest face of each photo.")] = False,
+    largest_only: Annotated[
+        bool, typer.Option("--largest-only", help="Protect only the largest face of each photo.")
+    ] = False,
     no_face: Annotated[
         NoFacePolicy, typer.Option(help="Photos without a face: skip, copy (metadata stripped) or error.")
     ] = NoFacePolicy.skip,
@@ -189,12 +191,16 @@ def protect_command(
     escalate: Annotated[bool, typer.Option(
         "--escalate", help="Raise the level of each face that a verifier still matches, up to high.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per photo, then a summary line.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="List what would be written, change nothing.")] = False,
-    save_mask: Annotated[bool, typer.Option(help="Also write <output>.mask.png (the changed pixels).")] = False,
-    save_heatmap: Annotated[
-        bool, typer.Option(help="Also write <output>.heatmap.png (LEAM relevance over the protected photo).")
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be written, change nothing.")] = False,
+    save_mask: Annotated[
+        bool, typer.Option("--save-mask", help="Also write a .mask.png of the changed pixels beside each output.")
     ] = False,
-    follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinks that leave the input folder.")] = False,
+    save_heatmap: Annotated[
+        bool, typer.Option("--save-heatmap", help="Also write a .heatmap.png (LEAM relevance) beside each output.")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symlinks that leave the input folder.")
+    ] = False,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse photos larger than this many pixels (checked before decoding).")
     ] = 100_000_000,
