@@ -40,6 +40,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,10 +123,15 @@ class Tool:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def facecloak_tool(name: str, source: Path) -> Tool:
+# What was measured: the black 1 % fill without verification, i.e. `--level low --no-verify` today (the default
+# before protection levels and verification existed, so the older baseline runs with its plain defaults).
+CURRENT_OPTIONS = ("--level", "low", "--no-verify")
+
+
+def facecloak_tool(name: str, source: Path, options: Sequence[str] = ()) -> Tool:
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
     code = "import sys; from facecloak.cli import main; sys.argv[0] = 'facecloak'; sys.exit(main())"
-    return Tool(name, [sys.executable, "-c", code, "protect"], env, writes_next_to_inputs=False)
+    return Tool(name, [sys.executable, "-c", code, "protect", *options], env, writes_next_to_inputs=False)
 
 
 def deface_tool(path: str) -> Tool | None:
@@ -280,7 +286,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="facecloak-speed-") as tmp_name:
         tmp = Path(tmp_name)
         sets = prepare_sets(args.data, tmp / "sets", args.photos)
-        tools = [facecloak_tool("facecloak", REPO)]
+        tools = [facecloak_tool("facecloak", REPO, CURRENT_OPTIONS)]
         if args.baseline_ref:
             tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", export_ref(args.baseline_ref, tmp)))
         deface = deface_tool(args.deface)

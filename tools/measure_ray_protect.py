@@ -116,7 +116,7 @@ class TreeSampler(threading.Thread):
 
 def run_one(name: str, extra: list[str], photos: list[Path], out: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-c", "from facecloak.cli import main; main()", "protect", *map(str, photos), "-o",
-           str(out), "--json", *extra]
+           str(out), "--json", "--level", "low", "--no-verify", *extra]  # what was measured: black 1 %, unverified
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     load_before = os.getloadavg()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
