@@ -1,7 +1,7 @@
 """`facecloak serve`: the JSON API over a real uvicorn server on 127.0.0.1 (ephemeral port, background thread).
 
 Most tests swap `facecloak.protect` for a tiny fake (the web layer is what they test); the ones marked `real` run
-the real pipeline with the black fill on photos that installed packages carry (facecloak.demo.bundled_photos).
+the real pipeline with the black fill on photos that installed packages carry (facecloak.bundled.bundled_photos).
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ def variants(n: int) -> list[np.ndarray]:
     """n distinct real photos: the bundled portraits, mirrored, brightened and framed differently."""
     import cv2
 
-    from facecloak.demo import bundled_photos
+    from facecloak.bundled import bundled_photos
 
     photos = bundled_photos()
     base = [cv2.resize(photos["astronaut"][10:250, 110:350], (160, 160), interpolation=cv2.INTER_AREA)]
@@ -385,7 +385,7 @@ def variants(n: int) -> list[np.ndarray]:
 @pytest.mark.real
 def test_real_photo_changes_only_inside_the_mask_and_has_no_metadata() -> None:
     need_weights()
-    from facecloak.demo import bundled_photos
+    from facecloak.bundled import bundled_photos
 
     rgb = bundled_photos()["astronaut"]
     info = {"pnginfo": __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()}

@@ -50,7 +50,7 @@ def need_weights() -> None:
 def test_page_protects_a_photo_in_a_real_browser(tmp_path: Path) -> None:
     executable = chromium_path()
     need_weights()
-    from facecloak.demo import bundled_photos
+    from facecloak.bundled import bundled_photos
     from facecloak.protection import DEFAULT_MODELS, protect
     from facecloak.serve.app import ServeSettings, create_app, running
     from facecloak.serve.jobs import JobRunner, default_protector

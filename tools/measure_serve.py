@@ -14,7 +14,7 @@ api        the same through the JSON API only (POST -> poll every 50 ms -> GET i
 burst      `--concurrent` uploads at once through the API (level low), twice; wall time until all are done
 memory     peak resident memory while working (VmRSS sampled every 50 ms and the kernel's VmHWM)
 
-Photos come from installed packages (facecloak.demo.bundled_photos): skimage's astronaut (512x512, one face)
+Photos come from installed packages (facecloak.bundled.bundled_photos): skimage's astronaut (512x512, one face)
 and insightface's t1 (1280x886, six faces). Prints Markdown; every number carries its n and the machine load.
 """
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
 
-    from facecloak.demo import bundled_photos
+    from facecloak.bundled import bundled_photos
 
     photos = bundled_photos()
     tmp = Path(tempfile.mkdtemp(prefix="facecloak-measure-"))

@@ -156,7 +156,8 @@ def protect_command(
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     level: Annotated[
         LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
-                                       "high (transfer cloak, 5 %). --fill, --budget, --steps and --models override it.")
+                                       "high (transfer cloak, 5 %). --fill, --budget, --steps and --models "
+                                       "override it.")
     ] = LevelChoice.medium,
     models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
     budget: Annotated[
@@ -674,10 +675,16 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path(
         "out/demo"
     ),
-    fill: Annotated[str, typer.Option(help="Fill to demonstrate.")] = "cloak",
-    budget: float = 2.0,
+    level: Annotated[LevelChoice, typer.Option(help="Protection level to demonstrate.")] = LevelChoice.medium,
 ) -> None:
-    """Protect photos bundled with installed packages (no data needed) and print before/after similarity."""
-    from facecloak.demo import run_demo
+    """Protect photos bundled with installed packages (no data needed) exactly as `facecloak protect` does, and
+    show per face whether independent local recognisers still match the written file."""
+    from facecloak.bundled import bundled_photos
+    from facecloak.io import write_image
 
-    run_demo(out, fill=fill, budget=budget)
+    inputs = out / "input"
+    for name, rgb in bundled_photos().items():
+        write_image(inputs / f"{name}.png", rgb, overwrite=True)
+    stderr.print(f"demo: protecting {len(bundled_photos())} bundled photos from {inputs} at level {level.value}",
+                 highlight=False)
+    protect_command([inputs], out=out, level=level, overwrite=True)

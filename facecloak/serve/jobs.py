@@ -148,7 +148,7 @@ def preload(models: Sequence[str], warm_up: bool = True) -> None:
     for m in models:
         cached_model(m)
     if warm_up:
-        from facecloak.demo import bundled_photos
+        from facecloak.bundled import bundled_photos
 
         small = min(bundled_photos().values(), key=lambda rgb: rgb.size)
         protect(small, models=tuple(models), fill="black", budget=1.0, seed=0)
