@@ -18,10 +18,10 @@ import numpy as np
 
 from bench.config import DataConfig
 from facecloak.align import TEMPLATES, template_matrix
-from facecloak.data import load_labelled_set, sample
+from facecloak.embedding_cache import detect_photos, detector_settings
 from facecloak.errors import DataError
+from facecloak.labelled import load_labelled_set, sample
 from facecloak.parse import FaceParser, face_region, labels_in_template
-from facecloak.pipeline import detect_photos, detector_settings
 from facecloak.types import Face
 
 Progress = Callable[[Iterable[Any]], Iterable[Any]]

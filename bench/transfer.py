@@ -71,6 +71,7 @@ from bench.report import (
 from bench.stats import changed_share, psnr, ssim, ssim_local_change, summaries
 from facecloak.align import TEMPLATES, align, template_matrix, warp_between_templates, warp_to_photo
 from facecloak.cloak import CloakSettings, SourceModel, cloak
+from facecloak.embedding_cache import DetectedPhoto, detector_settings, embed_main_faces
 from facecloak.errors import ConfigError, FacecloakError
 from facecloak.fills import FILLS
 from facecloak.independent import get_independent, match_faces, read_photo, threshold_id
@@ -78,10 +79,9 @@ from facecloak.io import read_image
 from facecloak.leamface import LeamSettings, make_target, select_pixels, to_tensor
 from facecloak.models.blackbox import Recogniser
 from facecloak.parse import FaceParser
-from facecloak.pipeline import DetectedPhoto, detector_settings, embed_main_faces
+from facecloak.roc import cosine_matrix, threshold_at_far
 from facecloak.thresholds import Thresholds
 from facecloak.types import Face
-from facecloak.verify import cosine_matrix, threshold_at_far
 
 Progress = Callable[..., Iterable[Any]]  # progress(items, description) -> the same items, e.g. progress_iter
 CLOAK = "cloak"

@@ -245,8 +245,8 @@ def lfw_chips(tools: DlibTools, photos: list[Path], predictor: Any) -> tuple[dic
 def measure_lfw(tools: DlibTools, model: torch.nn.Module, lfw: Path, predictors: str = "5,68") -> None:
     """10-fold accuracy with cosine and with dlib's own score (Euclidean distance of the raw descriptors), each
     also with the descriptors of the chip and its mirror image summed (flip test-time augmentation)."""
-    from facecloak.data import read_lfw_pairs
-    from facecloak.verify import ten_fold_accuracy
+    from facecloak.labelled import read_lfw_pairs
+    from facecloak.roc import ten_fold_accuracy
 
     pairs = read_lfw_pairs(lfw / "pairs.txt")
     photos = sorted({p for _, a, b, _ in pairs for p in (a, b)})
