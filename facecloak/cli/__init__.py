@@ -26,17 +26,11 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from facecloak.cli import models as models_cli
+    from facecloak.cli import bench, explain, models, protect, serve
 
-    app.add_typer(models_cli.app, name="models")
-    for name in ("explain", "protect", "bench", "serve"):
-        try:
-            module = __import__(f"facecloak.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"facecloak.cli.{name}":
-                raise
-            continue
-        module.register(app)
+    app.add_typer(models.app, name="models")
+    for command in (explain, protect, bench, serve):
+        command.register(app)
 
 
 _register()

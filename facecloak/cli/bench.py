@@ -6,8 +6,10 @@ A thin shell: it reads the recipe and overrides (precedence CLI > recipe > defau
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,13 +29,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
 
 
-def _import_bench(module: str) -> Any:
+@contextlib.contextmanager
+def _bench_checkout() -> Iterator[None]:
+    """Imports of `bench` inside this block fail with one line when the source checkout's `bench/` is missing."""
     try:
-        return __import__(f"bench.{module}", fromlist=["_"])
+        yield
     except ModuleNotFoundError as exc:
-        if exc.name in ("bench", f"bench.{module}"):
+        if exc.name is not None and (exc.name == "bench" or exc.name.startswith("bench.")):
             raise FacecloakError(
-                f"bench.{module} is not available: `facecloak bench` runs from a source checkout of facecloak "
+                f"{exc.name} is not available: `facecloak bench` runs from a source checkout of facecloak "
                 "(the `bench/` folder beside `facecloak/`)"
             ) from None
         raise
@@ -70,8 +74,8 @@ def run_command(
                                                             "CPU).")] = None,
 ) -> None:
     """Transfer benchmark: Δcos and dodging on every target for masks chosen with every source, vs controls."""
-    config = _import_bench("config")
-    transfer = _import_bench("transfer")
+    with _bench_checkout():
+        from bench import config, transfer
     items = config.parse_overrides(overrides or [])
     if seed is not None:
         items["seed"] = str(seed)
@@ -106,8 +110,8 @@ def _units_executor(backend: str, address: str | None, workers: int | None, *, u
     from facecloak.scale.ray import RayConfig, import_ray
 
     import_ray()  # without the extra, stop before any work with the install command
-    transfer = _import_bench("transfer")
-    scale = _import_bench("scale")
+    with _bench_checkout():
+        from bench import scale, transfer
     return scale.ray_units(RayConfig(address=address, workers=workers),
                            functools.partial(transfer.default_backend, use_cache=use_cache))
 
@@ -124,15 +128,12 @@ def patterns_command(
         "--set", help="Override a LEAM setting, TOML value: --set method=layercam --set budget=2.")] = None,
 ) -> None:
     """LEAM patterns: person-specificity (Bhattacharyya coefficient), region shares, layer diversity."""
-    config = _import_bench("config")
-    patterns = _import_bench("patterns")
-    run_patterns = getattr(patterns, "run_patterns", None)
-    if run_patterns is None:
-        raise FacecloakError("bench.patterns has no run_patterns(); the pattern analysis is not finished yet")
+    with _bench_checkout():
+        from bench import config, patterns
     from facecloak.cli.common import parse_names
 
     settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
-    run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models), seed=seed,
+    patterns.run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models), seed=seed,
                  overrides=settings, progress=progress_iter)
 
 
@@ -153,7 +154,8 @@ def independent_command(
     """Protect photos, write and decode them, and let independent recognisers read them their own way."""
     from facecloak.cli.common import parse_names
 
-    independent = _import_bench("independent")
+    with _bench_checkout():
+        from bench import independent
     settings = independent.settings_by_name(setting or independent.default_setting_names())
     probes = independent.choose_probes(data, people=people, seed=seed, probes_per_person=probes_per_person)
     i, n = (int(v) for v in shard.split("/"))
@@ -171,7 +173,8 @@ def independent_report_command(
     checkpoints: Annotated[list[Path], typer.Argument(help="rows.jsonl files of the shards of one configuration.")],
 ) -> None:
     """Combine the checkpoints of sharded or interrupted `bench independent` runs into one table."""
-    independent = _import_bench("independent")
+    with _bench_checkout():
+        from bench import independent
     result = independent.combine(checkpoints)
     independent.write_outputs(result, out, _command_line())
     console.print(independent.markdown(result))
@@ -190,7 +193,8 @@ def calibrate_independent_command(
     """Thresholds at FAR 1e-2 / 1e-3 / 1e-4 for the independent recognisers, through their own pipelines."""
     from facecloak.cli.common import parse_names
 
-    independent = _import_bench("independent")
+    with _bench_checkout():
+        from bench import independent
     entries = independent.calibrate(data, photos=photos, pipelines=parse_names(pipelines) or [], seed=seed,
                                     progress=progress_iter)
     path = independent.save_calibration(entries, shipped)

@@ -95,6 +95,7 @@ class PhotoReport:
     side_files: tuple[str, ...] = field(default_factory=tuple)
     level: str = ""
     verdict: tuple[dict[str, Any], ...] = ()
+    person_reference: bool = False  # the verdict compared with --person-photos rather than the original
     face_levels: tuple[str, ...] = ()
 
     @property
@@ -383,7 +384,9 @@ def _still_matched(r: PhotoReport) -> str:
     top = r.face_levels and all(lv == "high" for lv in r.face_levels)
     advice = ("the highest level did not stop them; keep this photo private or blur the face" if top
               else "try --level high or --escalate")
-    return f"{'; '.join(faces)}: local face recognisers still link the written photo to the person; {advice}"
+    reference = ("its unprotected original (the strictest test; --person-photos compares with other photos of the "
+                 "person instead)" if not r.person_reference else "the person's reference photos")
+    return f"{'; '.join(faces)}: local face recognisers still link the written photo to {reference}; {advice}"
 
 
 def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: dict[str, int]) -> None:
@@ -622,6 +625,7 @@ class _Runner:
             level=o.level,
             verdict=verdict,
             face_levels=tuple(face_levels),
+            person_reference=bool(self.person_references),
         )
 
 
