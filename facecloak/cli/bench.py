@@ -133,8 +133,8 @@ def patterns_command(
     from facecloak.cli.common import parse_names
 
     settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
-    patterns.run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models), seed=seed,
-                 overrides=settings, progress=progress_iter)
+    patterns.run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models),
+                          seed=seed, overrides=settings, progress=progress_iter)
 
 
 @bench_app.command("independent")
