@@ -391,10 +391,10 @@ def _still_matched(r: PhotoReport) -> str:
 
 def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: dict[str, int]) -> None:
     table = Table(title="facecloak protect")
-    for col in ("photo", "status", "faces", "pixels changed", "verification (per face)"):
-        table.add_column(col)
+    for col in ("photo", "status", "faces", "pixels changed", "matched (per face)"):
+        table.add_column(col, overflow="fold")
     for r in reports:
-        verdict = "; ".join(_verdict_text(v) for v in r.verdict)
+        verdict = " ".join(f"{v['k']}/{v['m']}" if v["m"] else "n/a" for v in r.verdict)
         # A dry run detects nothing: "0 faces" would read as "no face found".
         counts = ("—", "—") if r.status == "would-write" else (str(r.faces), str(r.pixels_changed))
         message = "not run (--dry-run)" if r.status == "would-write" else r.message
@@ -402,6 +402,8 @@ def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: d
     stderr.print(table)
     stderr.print(", ".join(f"{n} {s}" for s, n in summary.items()))
     if faces["faces"]:
+        stderr.print("matched k/m: k of the m local recognisers (dlib, arcface, hse; each with its own detection and "
+                     "alignment) that find the face still match it; --json names them", highlight=False)
         stderr.print(f"{faces['verified_protected']} of {faces['faces']} faces verified protected: no local "
                      "recogniser (each with its own detection and alignment) matches them to the unprotected original")
     elif any(r.status == "unverified" for r in reports):
