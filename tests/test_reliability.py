@@ -500,7 +500,8 @@ def test_nothing_but_the_outputs_is_written_anywhere(
     assert cache_after == cache_before  # no embeddings, crops or profiles cached unless asked (--person)
     record = json_lines(result.stdout)[0][0]
     assert set(record) == {"path", "output", "status", "faces", "pixels_changed", "fill", "cosine", "seconds",
-                           "message", "frames", "side_files"}  # numbers only: no embeddings in the log  # fmt: skip
+                           "message", "frames", "side_files", "level", "verdict", "face_levels",
+                           "person_reference"}  # numbers and names only: no embeddings in the log  # fmt: skip
 
 
 def test_no_network_access_during_protect(weights: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
