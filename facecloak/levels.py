@@ -38,9 +38,11 @@ for _level in (
           summary="sparse cloak on the top 2 % pixels, optimised to transfer"),
     Level("high", "cloak", 5.0, CLOAK_SOURCES,
           CloakSettings(steps=30, step_size=12.0, early_stop=False, eot=TRANSFER_EOT),
-          summary="sparse cloak on the top 5 % pixels, optimised to transfer; visible up close"),
+          summary="sparse cloak on the top 5 % pixels, optimised to transfer (default); visible up close"),
 ):
     LEVELS.register(_level.name, _level)
 
-DEFAULT_LEVEL = "medium"
+# The default is the strongest level: on held-out dlib through its own pipeline it was the only level that dodged
+# most photos (LFW 89.9 %, n = 79; deepface 76.9 %, n = 13; medium 39.4 % and 0 %), see the README.
+DEFAULT_LEVEL = "high"
 ORDER = ("low", "medium", "high")  # escalation order

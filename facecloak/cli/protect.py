@@ -130,7 +130,7 @@ class ProtectOptions:
     steps: int
     epsilon: float | None
     parser: str
-    level: str = "medium"
+    level: str = "high"
     verify: bool = True
     escalate: bool = False
     panel: tuple[str, ...] = ("dlib", "arcface", "hse")
@@ -157,9 +157,9 @@ def protect_command(
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     level: Annotated[
         LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
-                                       "high (transfer cloak, 5 %). --fill, --budget, --steps and --models "
-                                       "override it.")
-    ] = LevelChoice.medium,
+                                       "high (transfer cloak, 5 %; the default). --fill, --budget, --steps and "
+                                       "--models override it.")
+    ] = LevelChoice.high,
     models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
     budget: Annotated[
         float | None, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")
@@ -681,7 +681,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path(
         "out/demo"
     ),
-    level: Annotated[LevelChoice, typer.Option(help="Protection level to demonstrate.")] = LevelChoice.medium,
+    level: Annotated[LevelChoice, typer.Option(help="Protection level to demonstrate.")] = LevelChoice.high,
 ) -> None:
     """Protect photos bundled with installed packages (no data needed) exactly as `facecloak protect` does, and
     show per face whether independent local recognisers still match the written file."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facecloak.errors import ConfigError
+from facecloak.levels import DEFAULT_LEVEL as LIBRARY_DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _levels() -> dict[str, Strength]:
 
 
 LEVELS: dict[str, Strength] = _levels()
-DEFAULT_LEVEL = "medium"
+DEFAULT_LEVEL = LIBRARY_DEFAULT_LEVEL
 
 
 def strength_for(level: str | None, fill: str | None = None, budget: float | None = None) -> Strength:
