@@ -321,7 +321,7 @@ def test_written_file_is_verified_by_independent_recognisers(photos: list[Path],
     records, summary = json_lines(result.stdout)
     row = records[0]
     assert result.exit_code == 0
-    assert row["status"] == "still-recognised" and row["level"] == "high"
+    assert row["status"] == "still-recognised" and row["level"] == "custom"  # --fill/--budget replaced the level's
     verdict = row["verdict"][0]
     assert verdict["m"] >= 2 and 1 <= verdict["k"] <= verdict["m"] and not verdict["protected"]
     assert set(verdict["matched_by"]) <= {"dlib", "arcface", "hse"}

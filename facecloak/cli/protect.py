@@ -78,7 +78,8 @@ class PhotoReport:
     cosine: per face, model id -> {"before", "after"}: cosine of the clean / the written-and-reread face to the
     reference (the person's profile with --person, else the clean face itself), by the source models.
     verdict: per face, the verification panel's judgement of the written file (`FaceVerdict.as_json`), each
-    verifier reading it through its own detection and alignment. level: the level each face ended at.
+    verifier reading it through its own detection and alignment. level: the level asked for ("custom" when
+    --fill, --budget, --steps or --models replaced its settings); face_levels: the level each face ended at.
     seconds: wall time for the photo. frames: frames/pages in the file (only the first is protected when > 1).
     """
 
@@ -131,6 +132,7 @@ class ProtectOptions:
     epsilon: float | None
     parser: str
     level: str = "high"
+    custom: bool = False  # --fill, --budget, --steps or --models replaced some of the level's settings
     verify: bool = True
     escalate: bool = False
     panel: tuple[str, ...] = ("dlib", "arcface", "hse")
@@ -253,6 +255,7 @@ def protect_command(
         epsilon=epsilon,
         parser=parser.value,
         level=level.value,
+        custom=any(v is not None for v in (fill, budget, steps, models)),
         verify=not no_verify,
         escalate=escalate,
         device=device,
@@ -565,7 +568,7 @@ class _Runner:
         faces = [f.face for f in result.faces]
         boxes = [f.box for f in faces]
         image, mask = result.image, result.mask
-        face_levels = [o.level] * len(faces)
+        face_levels = ["custom" if o.custom else o.level] * len(faces)
         sources = set(self.models)
         references: list[dict[str, np.ndarray]] = []
         if self.panel is not None:
@@ -624,7 +627,7 @@ class _Runner:
             frames=photo.n_frames,
             message=frames_note,
             side_files=side,
-            level=o.level,
+            level="custom" if o.custom else o.level,
             verdict=verdict,
             face_levels=tuple(face_levels),
             person_reference=bool(self.person_references),
