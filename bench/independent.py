@@ -33,9 +33,8 @@ from facecloak.errors import DataError
 from facecloak.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
 from facecloak.io import read_image, write_image
 from facecloak.leamface import LeamSettings
-from facecloak.thresholds import load_thresholds, save_thresholds
-
-FAR = 1e-3
+from facecloak.thresholds import save_thresholds
+from facecloak.verification import FAR, Panel
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,9 @@ class Reader:
     """Independent pipelines with a memo of each gallery file's faces (read once per run)."""
 
     def __init__(self, names: Sequence[str]) -> None:
-        self.recognisers: list[IndependentRecogniser] = [get_independent(n) for n in names]
-        self.thresholds = {}
-        for r in self.recognisers:
-            t = load_thresholds(threshold_id(r.id))
-            if t is None:
-                raise DataError(f"no calibrated threshold for the {r.id!r} pipeline: run "
-                                "`facecloak bench calibrate-independent --data ../shared/faces/lfw`")
-            self.thresholds[r.id] = t.at(FAR)
+        panel = Panel(names)  # the verdict's recognisers and thresholds, loaded the same way
+        self.recognisers: list[IndependentRecogniser] = panel.recognisers
+        self.thresholds = panel.thresholds
         self._memo: dict[Path, dict[str, np.ndarray]] = {}
 
     def gallery(self, paths: Iterable[Path]) -> dict[str, np.ndarray]:
@@ -146,7 +140,7 @@ class Reader:
             if p not in self._memo:
                 seen = read_photo(read_image(p).rgb, self.recognisers)
                 self._memo[p] = {
-                    k: max(v, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).embedding
+                    k: max(v, key=lambda f: f.area).embedding
                     for k, v in seen.items() if v
                 }
             for k, e in self._memo[p].items():
@@ -323,7 +317,7 @@ def calibrate(
         seen = read_photo(read_image(by_id[name][0]).rgb, recognisers)
         for k, faces in seen.items():
             if faces:
-                emb[k].append(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).embedding)
+                emb[k].append(max(faces, key=lambda f: f.area).embedding)
     entries = {}
     for k, e in emb.items():
         x = np.stack(e)

@@ -74,7 +74,7 @@ from facecloak.cloak import CloakSettings, SourceModel, cloak
 from facecloak.embedding_cache import DetectedPhoto, detector_settings, embed_main_faces
 from facecloak.errors import ConfigError, FacecloakError
 from facecloak.fills import FILLS
-from facecloak.independent import get_independent, match_faces, read_photo, threshold_id
+from facecloak.independent import get_independent, iou, match_faces, read_photo, threshold_id
 from facecloak.io import read_image
 from facecloak.leamface import LeamSettings, make_target, select_pixels, to_tensor
 from facecloak.models.blackbox import Recogniser
@@ -221,14 +221,6 @@ def face_box_slices(face: Face, shape: tuple[int, int]) -> tuple[slice, slice]:
     if x1 - x0 < 7 or y1 - y0 < 7:
         return slice(0, h), slice(0, w)
     return slice(y0, y1), slice(x0, x1)
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _slug(text: str) -> str:
@@ -505,8 +497,8 @@ class TransferRun:
         if not self.recipe.evaluation.redetect:
             return photo.face, True
         found = self.backend.detector.detect(image)
-        best = max(found, key=lambda f: _iou(f.box, photo.face.box), default=None)
-        if best is not None and _iou(best.box, photo.face.box) > 0.3:
+        best = max(found, key=lambda f: iou(f.box, photo.face.box), default=None)
+        if best is not None and iou(best.box, photo.face.box) > 0.3:
             return best, True
         return photo.face, False
 

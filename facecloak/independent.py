@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from facecloak.errors import FacecloakError
+from facecloak.models.blackbox import import_dlib
 from leam.registry import Registry
 
 # Detect on a copy whose long side is at most this (HOG on a 4352 px photo takes seconds, and is what a real
@@ -43,6 +44,10 @@ class SeenFace:
 
     box: tuple[float, float, float, float]
     embedding: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def area(self) -> float:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
 
 @dataclass(frozen=True)
@@ -85,16 +90,7 @@ class _Dlib:
 
 @cache
 def _dlib() -> _Dlib:
-    try:
-        import dlib
-
-        with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-            warnings.simplefilter("ignore")
-            import face_recognition_models as frm
-    except ImportError as exc:
-        raise FacecloakError(
-            f"independent verification needs dlib and its models: pip install 'facecloak[dlib]' ({exc})"
-        ) from exc
+    dlib, frm = import_dlib("independent verification")
     return _Dlib(
         detector=dlib.get_frontal_face_detector(),
         shape5=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),

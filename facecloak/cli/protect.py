@@ -468,7 +468,7 @@ class _Runner:
             for rgb in photos:
                 for verifier, faces in self.panel.read(rgb).items():
                     if faces:
-                        biggest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                        biggest = max(faces, key=lambda f: f.area)
                         found.setdefault(verifier, []).append(biggest.embedding)
             self.person_references = {k: np.stack(v) for k, v in found.items()}
 
@@ -692,8 +692,9 @@ def demo_command(
     from facecloak.io import write_image
 
     inputs = out / "input"
-    for name, rgb in bundled_photos().items():
+    photos = bundled_photos()
+    for name, rgb in photos.items():
         write_image(inputs / f"{name}.png", rgb, overwrite=True)
-    stderr.print(f"demo: protecting {len(bundled_photos())} bundled photos from {inputs} at level {level.value}",
+    stderr.print(f"demo: protecting {len(photos)} bundled photos from {inputs} at level {level.value}",
                  highlight=False)
     protect_command([inputs], out=out, level=level, overwrite=True)

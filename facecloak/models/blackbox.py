@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,17 +156,22 @@ RECOGNISERS.register("mbf-arc-onnx", _mbf_arc_onnx)
 DLIB_CHIP_SIZE = 150
 
 
-def _dlib_native() -> Recogniser:
-    """dlib's ResNet face descriptor (128-d) on 150x150 chips aligned like `dlib.get_face_chip` (padding 0.25)."""
+def import_dlib(purpose: str) -> tuple[Any, Any]:
+    """(dlib, face_recognition_models), or a one-line install hint naming `purpose` when they are missing."""
     try:
         import dlib
+
         with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
             warnings.simplefilter("ignore")
             import face_recognition_models
     except ImportError as exc:
-        raise FacecloakError(
-            f"the dlib-native recogniser needs dlib and its models: pip install 'facecloak[dlib]' ({exc})"
-        ) from exc
+        raise FacecloakError(f"{purpose} needs dlib and its models: pip install 'facecloak[dlib]' ({exc})") from exc
+    return dlib, face_recognition_models
+
+
+def _dlib_native() -> Recogniser:
+    """dlib's ResNet face descriptor (128-d) on 150x150 chips aligned like `dlib.get_face_chip` (padding 0.25)."""
+    dlib, face_recognition_models = import_dlib("the dlib-native recogniser")
     model = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
 
     def embed(crops: np.ndarray) -> np.ndarray:
