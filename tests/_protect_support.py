@@ -34,6 +34,20 @@ def need_weights() -> None:
         pytest.skip(f"weights not pulled ({exc}); run `facecloak models pull`")
 
 
+def need_default_weights() -> None:
+    """Skip unless the detector and every default source model are pulled (the real serve pipeline needs them)."""
+    from facecloak.errors import FacecloakError
+    from facecloak.models import cached_model
+    from facecloak.protection import DEFAULT_MODELS, default_detector
+
+    try:
+        default_detector()
+        for m in DEFAULT_MODELS:
+            cached_model(m)
+    except FacecloakError as exc:
+        pytest.skip(f"weights not pulled ({exc}); run `facecloak models pull`")
+
+
 def astronaut(side: int = 256) -> np.ndarray:
     """skimage's astronaut portrait (installed with scikit-image, no shared data), uint8 RGB side x side."""
     from skimage import data

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _protect_support import need_default_weights
 from PIL import Image
 
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'facecloak[serve]'")
@@ -342,19 +343,6 @@ def test_cli_serve_registered_and_loopback_rule() -> None:
 # ------------------------------------------------------------------------------------------------ real pipeline
 
 
-def need_weights() -> None:
-    from facecloak.errors import FacecloakError
-    from facecloak.models import cached_model
-    from facecloak.protection import DEFAULT_MODELS, default_detector
-
-    try:
-        default_detector()
-        for m in DEFAULT_MODELS:
-            cached_model(m)
-    except FacecloakError as exc:
-        pytest.skip(f"weights not pulled ({exc}); run `facecloak models pull`")
-
-
 def real_server(**options: Any) -> Any:
     from facecloak.protection import DEFAULT_MODELS
     from facecloak.serve.jobs import default_protector
@@ -384,7 +372,7 @@ def variants(n: int) -> list[np.ndarray]:
 
 @pytest.mark.real
 def test_real_photo_changes_only_inside_the_mask_and_has_no_metadata() -> None:
-    need_weights()
+    need_default_weights()
     from facecloak.bundled import bundled_photos
 
     rgb = bundled_photos()["astronaut"]
@@ -415,7 +403,7 @@ def test_real_photo_changes_only_inside_the_mask_and_has_no_metadata() -> None:
 @pytest.mark.real
 @pytest.mark.slow
 def test_twenty_concurrent_uploads_no_error_no_mix_up() -> None:
-    need_weights()
+    need_default_weights()
     photos = variants(20)
     with real_server() as (client, _):
         def one(i: int) -> tuple[int, dict[str, Any], bytes, bytes]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _protect_support import need_default_weights
 from PIL import Image, PngImagePlugin
 
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'facecloak[serve]'")
@@ -34,22 +35,9 @@ def chromium_path() -> str:
     return found
 
 
-def need_weights() -> None:
-    from facecloak.errors import FacecloakError
-    from facecloak.models import cached_model
-    from facecloak.protection import DEFAULT_MODELS, default_detector
-
-    try:
-        default_detector()
-        for m in DEFAULT_MODELS:
-            cached_model(m)
-    except FacecloakError as exc:
-        pytest.skip(f"weights not pulled ({exc}); run `facecloak models pull`")
-
-
 def test_page_protects_a_photo_in_a_real_browser(tmp_path: Path) -> None:
     executable = chromium_path()
-    need_weights()
+    need_default_weights()
     from facecloak.bundled import bundled_photos
     from facecloak.protection import DEFAULT_MODELS, protect
     from facecloak.serve.app import ServeSettings, create_app, running
