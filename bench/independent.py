@@ -360,6 +360,17 @@ def _ablation() -> dict[str, Setting]:
     s["cloak2-eot-4src-decoy"] = Setting("cloak2-eot-4src-decoy", "cloak", 2.0, CLOAK_SOURCES,
                                          replace(eot, decoy=0.5))
     s["cloak5-eot-4src"] = Setting("cloak5-eot-4src", "cloak", 5.0, CLOAK_SOURCES, eot)
+    s["cloak5-eot-4src-60"] = Setting("cloak5-eot-4src-60", "cloak", 5.0, CLOAK_SOURCES, replace(eot, steps=60))
+    # The look: an L-inf bound on each pixel's change (0-255 levels), with more pixels where the bound is tighter.
+    s["cloak5-eot-4src-eps32"] = Setting("cloak5-eot-4src-eps32", "cloak", 5.0, CLOAK_SOURCES,
+                                         replace(eot, epsilon=32.0))
+    s["cloak10-eot-4src-eps24"] = Setting("cloak10-eot-4src-eps24", "cloak", 10.0, CLOAK_SOURCES,
+                                          replace(eot, epsilon=24.0))
+    # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
+    three = ("mbf-arc", "mbf-tf", "mobileface")
+    s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, three,
+                                      replace(eot, steps=15, step_size=18.0))
+    s["cloak5-eot-3src-8"] = Setting("cloak5-eot-3src-8", "cloak", 5.0, three, replace(eot, steps=8, step_size=24.0))
     return s
 
 
