@@ -306,10 +306,11 @@ def protect_command(
 def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | None) -> None:
     """Refuse bad option values once, before any photo is read (not once per photo)."""
     from facecloak.cloak import CloakSettings
+    from facecloak.fills import get_fill
     from facecloak.io import output_path_for
-    from facecloak.leamface import LeamSettings
+    from facecloak.leamface import check_budget
+    from facecloak.masking import resolve_device
     from facecloak.models import get_spec
-    from facecloak.protection import FILL_NAMES
 
     if o.keep_gps and not o.keep_metadata:
         raise ConfigError("--keep-gps only makes sense with --keep-metadata")
@@ -317,12 +318,9 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
         raise ConfigError("--escalate needs the verification that --no-verify turns off")
     if (person is None) != (person_photos is None):
         raise ConfigError("--person and --person-photos go together")
-    if o.fill not in FILL_NAMES:
-        raise ConfigError(f"unknown fill {o.fill!r}; choose from {', '.join(FILL_NAMES)}")
-    from facecloak.masking import resolve_device
-
+    get_fill(o.fill)
     resolve_device(o.device)  # an unavailable device stops here, before any photo
-    LeamSettings(budget=o.budget)  # raises ConfigError outside (0, 100]
+    check_budget(o.budget)
     CloakSettings(steps=o.steps, epsilon=o.epsilon)
     for model in o.models:
         get_spec(model)  # unknown names raise with suggestions

@@ -56,14 +56,11 @@ def strength_for(level: str | None, fill: str | None = None, budget: float | Non
     base = LEVELS[name]
     if fill is None and budget is None:
         return base
-    chosen_budget = base.budget if budget is None else float(budget)
-    if not 0.0 < chosen_budget <= 100.0 or not np.isfinite(chosen_budget):
-        raise ConfigError(f"budget must be a percentage in (0, 100], got {budget}")
-    from facecloak.protection import FILL_NAMES
+    from facecloak.fills import get_fill
+    from facecloak.leamface import check_budget
 
-    chosen_fill = base.fill if fill is None else fill
-    if chosen_fill not in FILL_NAMES:
-        raise ConfigError(f"unknown fill {chosen_fill!r}; choose one of {', '.join(FILL_NAMES)}")
+    chosen_budget = base.budget if budget is None else check_budget(budget)
+    chosen_fill = base.fill if fill is None else get_fill(fill).name
     return Strength(chosen_fill, chosen_budget, f"custom: {chosen_fill} {chosen_budget:g} %")
 
 
