@@ -40,7 +40,7 @@ def _safe(name: str) -> str:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    from facecloak.models.pull import atomic_write_bytes
+    from facecloak.files import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
@@ -127,9 +127,9 @@ class _Explainer:
         import leam
         from facecloak.align import align
         from facecloak.explain import leave_one_out_references
+        from facecloak.files import sha256_file
         from facecloak.io import read_image
         from facecloak.models import cached_model, embed_crops, get_spec
-        from facecloak.models.pull import sha256_file
         from facecloak.protection import build_person
 
         if len(files) < 2:

@@ -448,8 +448,8 @@ class _Runner:
     def load_person(self, name: str, folder: Path) -> None:
         import leam
         from facecloak import paths
+        from facecloak.files import sha256_file
         from facecloak.io import find_images, read_image
-        from facecloak.models.pull import sha256_file
         from facecloak.protection import build_person
 
         files = [i.path for i in find_images([folder])]
