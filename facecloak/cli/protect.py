@@ -31,6 +31,8 @@ from rich.table import Table
 
 from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
+from facecloak.fills import FILLS
+from facecloak.levels import DEFAULT_LEVEL, LEVELS, ORDER
 
 if TYPE_CHECKING:
     from facecloak.io import InputImage
@@ -57,15 +59,13 @@ class ParserChoice(str, Enum):
     landmarks5 = "landmarks5"
 
 
-class LevelChoice(str, Enum):
-    low = "low"
-    medium = "medium"
-    high = "high"
-
-
 class BackendChoice(str, Enum):
     local = "local"
     ray = "ray"
+
+
+# --level takes the names of `facecloak.levels.LEVELS` (checked by the registry, which suggests close names).
+_LEVEL_HELP = ", ".join(f"{n} ({LEVELS.get(n).fill} {LEVELS.get(n).budget:g} %)" for n in ORDER)
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class ProtectOptions:
     steps: int
     epsilon: float | None
     parser: str
-    level: str = "high"
+    level: str = DEFAULT_LEVEL
     custom: bool = False  # --fill, --budget, --steps or --models replaced some of the level's settings
     verify: bool = True
     escalate: bool = False
@@ -158,16 +158,15 @@ def protect_command(
     ] = None,
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     level: Annotated[
-        LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
-                                       "high (transfer cloak, 5 %; the default). --fill, --budget, --steps and "
-                                       "--models override it.")
-    ] = LevelChoice.high,
+        str, typer.Option(metavar="LEVEL", help=f"Protection level: {_LEVEL_HELP}. --fill, --budget, --steps and "
+                                                "--models override it.")
+    ] = DEFAULT_LEVEL,
     models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
     budget: Annotated[
         float | None, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")
     ] = None,
     fill: Annotated[
-        str | None, typer.Option(help="black, mean, blur, pixelate, noise, inpaint or cloak (default: the level's).")
+        str | None, typer.Option(metavar="FILL", help=f"{', '.join(FILLS.names())} (default: the level's).")
     ] = None,
     person: Annotated[
         str | None, typer.Option(help="Name of the person the photos show (with --person-photos).")
@@ -230,9 +229,7 @@ def protect_command(
     """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
     is read back by local face recognisers through their own detection and alignment, and the result says, per
     face, whether any of them still matches it."""
-    from facecloak.levels import LEVELS
-
-    chosen = LEVELS.get(level.value)
+    chosen = LEVELS.get(level)
     options = ProtectOptions(
         out=out,
         suffix=suffix,
@@ -254,7 +251,7 @@ def protect_command(
         steps=chosen.cloak.steps if steps is None else steps,
         epsilon=epsilon,
         parser=parser.value,
-        level=level.value,
+        level=chosen.name,
         custom=any(v is not None for v in (fill, budget, steps, models)),
         verify=not no_verify,
         escalate=escalate,
@@ -373,21 +370,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _verdict_text(v: dict[str, Any]) -> str:
-    if not v["m"]:
-        return "not verifiable"
-    who = f" ({', '.join(v['matched_by'])})" if v["matched_by"] else ""
-    return f"matched by {v['k']} of {v['m']}{who}"
-
-
 def _still_matched(r: PhotoReport) -> str:
-    faces = [f"face {i + 1} {_verdict_text(v)}" for i, v in enumerate(r.verdict) if not v["protected"]]
+    from facecloak.verification import verdict_text
+
+    faces = [f"face {i + 1} {verdict_text(v['matched_by'], v['m'])}" for i, v in enumerate(r.verdict)
+             if not v["protected"]]
     top = r.face_levels and all(lv == "high" for lv in r.face_levels)
     advice = ("the highest level did not stop them; keep this photo private or blur the face" if top
               else "try --level high or --escalate")
     reference = ("its unprotected original (the strictest test; --person-photos compares with other photos of the "
                  "person instead)" if not r.person_reference else "the person's reference photos")
-    return f"{'; '.join(faces)}: local face recognisers still link the written photo to {reference}; {advice}"
+    return f"{'; '.join(faces)}: they still link the written photo to {reference}; {advice}"
 
 
 def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: dict[str, int]) -> None:
@@ -415,7 +408,6 @@ class _Runner:
     """Holds the options and the loaded models for one `protect` invocation."""
 
     def __init__(self, options: ProtectOptions) -> None:
-        from facecloak.levels import LEVELS, ORDER
         from facecloak.protection import DEFAULT_MODELS
 
         self.o = options
@@ -682,7 +674,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path(
         "out/demo"
     ),
-    level: Annotated[LevelChoice, typer.Option(help="Protection level to demonstrate.")] = LevelChoice.high,
+    level: Annotated[str, typer.Option(help=f"Protection level to demonstrate: {', '.join(ORDER)}.")] = DEFAULT_LEVEL,
 ) -> None:
     """Protect photos bundled with installed packages (no data needed) exactly as `facecloak protect` does, and
     show per face whether independent local recognisers still match the written file."""
@@ -693,6 +685,6 @@ def demo_command(
     photos = bundled_photos()
     for name, rgb in photos.items():
         write_image(inputs / f"{name}.png", rgb, overwrite=True)
-    stderr.print(f"demo: protecting {len(photos)} bundled photos from {inputs} at level {level.value}",
+    stderr.print(f"demo: protecting {len(photos)} bundled photos from {inputs} at level {LEVELS.get(level).name}",
                  highlight=False)
     protect_command([inputs], out=out, level=level, overwrite=True)

@@ -122,8 +122,8 @@ def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: f
     `original` is the unprotected photo (unused here: the clean references below already come from it; a panel of
     independent recognisers needs it to find and embed each face its own way). `result` is the
     `facecloak.ProtectResult` the file came from (its faces and clean references, kept in memory);
-    the cosine after is measured on the written file, so JPEG re-encoding is accounted for. Placeholder for the
-    library's verification verdict (independent recognisers re-reading the file): swap this one function.
+    the cosine after is measured on the written file, so JPEG re-encoding is accounted for. The fallback of
+    `default_verifier` where the verification panel (`panel_verdicts`) cannot load (dlib not installed).
     """
     from facecloak.protection import similarities
     from facecloak.thresholds import load_thresholds
