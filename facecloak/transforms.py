@@ -22,9 +22,8 @@ import numpy as np
 from facecloak.errors import ConfigError
 from facecloak.fills import get_fill
 from facecloak.leamface import check_budget
+from facecloak.parse import PARSERS
 from facecloak.protection import DEFAULT_MODELS
-
-PARSER_NAMES = ("facemesh", "landmarks5")
 
 
 @lru_cache(maxsize=2)
@@ -43,7 +42,8 @@ class LeamOcclusion(A.ImageOnlyTransform):
         budget: percent of face pixels in (0, 100], a number or a (low, high) range sampled uniformly per image.
         fill: a fill name or a list of names sampled uniformly per image (`facecloak.fills.FILLS`, "cloak" included).
         cloak_steps: optimisation steps when the fill is "cloak".
-        parser: face parser bounding the face region: "facemesh" (default) or "landmarks5" (no weights).
+        parser: face parser bounding the face region, a name from `facecloak.parse.PARSERS`: "facemesh" (default)
+            or "landmarks5" (no weights).
         p: probability of applying the transform.
     Targets: image (uint8 RGB, H x W x 3).
     """
@@ -79,8 +79,8 @@ class LeamOcclusion(A.ImageOnlyTransform):
             raise ConfigError("models must name at least one source model")
         for model in self.models:
             get_spec(model)  # names only: weights load lazily, in the process that applies the transform
-        if parser not in PARSER_NAMES:
-            raise ConfigError(f"unknown parser {parser!r}; choose from {', '.join(PARSER_NAMES)}")
+        if parser not in PARSERS:
+            raise ConfigError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
         if self.cloak_steps < 0:
             raise ConfigError(f"cloak_steps must be >= 0, got {cloak_steps}")
 

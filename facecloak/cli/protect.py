@@ -33,6 +33,7 @@ from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
 from facecloak.fills import FILLS
 from facecloak.levels import DEFAULT_LEVEL, LEVELS, ORDER
+from facecloak.parse import PARSERS
 
 if TYPE_CHECKING:
     from facecloak.io import InputImage
@@ -52,11 +53,6 @@ class NoFacePolicy(str, Enum):
     skip = "skip"
     copy = "copy"
     error = "error"
-
-
-class ParserChoice(str, Enum):
-    facemesh = "facemesh"
-    landmarks5 = "landmarks5"
 
 
 class BackendChoice(str, Enum):
@@ -210,8 +206,9 @@ def protect_command(
     steps: Annotated[int | None, typer.Option(min=0, help="Cloak: optimisation steps (default: the level's).")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Cloak: max change per pixel (0-255 levels).")] = None,
     parser: Annotated[
-        ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
-    ] = ParserChoice.facemesh,
+        str, typer.Option(metavar="PARSER", help=f"Face parser that bounds the face region: {', '.join(PARSERS)} "
+                                                 "(landmarks5 needs no weights).")
+    ] = "facemesh",
     backend: Annotated[
         BackendChoice, typer.Option(help="local: this process; ray: Ray workers (pip install 'facecloak[ray]').")
     ] = BackendChoice.local,
@@ -250,7 +247,7 @@ def protect_command(
         max_pixels=max_pixels,
         steps=chosen.cloak.steps if steps is None else steps,
         epsilon=epsilon,
-        parser=parser.value,
+        parser=parser,
         level=chosen.name,
         custom=any(v is not None for v in (fill, budget, steps, models)),
         verify=not no_verify,
@@ -316,6 +313,7 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
     if (person is None) != (person_photos is None):
         raise ConfigError("--person and --person-photos go together")
     get_fill(o.fill)
+    PARSERS.get(o.parser)  # an unknown name raises with suggestions
     resolve_device(o.device)  # an unavailable device stops here, before any photo
     check_budget(o.budget)
     CloakSettings(steps=o.steps, epsilon=o.epsilon)
