@@ -117,7 +117,7 @@ def detect_photos(
         shape = photo.rgb.shape[:2]
         if use_cache:
             payload = {"shape": list(shape), "faces": [_face_to_json(f) for f in faces]}
-            atomic_write_bytes(cached, json.dumps(payload).encode())
+            atomic_write_bytes(cached, json.dumps(payload).encode(), durable=False)  # a cache: atomic is enough
         results.append(DetectedPhoto(path, digest, (int(shape[0]), int(shape[1])), faces))
     return results
 
@@ -163,7 +163,7 @@ def embed_main_faces(
         for i, e in zip(batch, emb, strict=True):
             out[i] = e
             if cache_dir is not None:
-                with atomic_path(cache_dir / f"{photos[i].sha256}.npy") as tmp, open(tmp, "wb") as fh:
+                with atomic_path(cache_dir / f"{photos[i].sha256}.npy", durable=False) as tmp, open(tmp, "wb") as fh:
                     np.save(fh, e)
     dim = next((e.shape[0] for e in out if e is not None), 1)
     nan = np.full(dim, np.nan, np.float32)

@@ -73,7 +73,7 @@ def _store(path: Path, bank: torch.Tensor) -> None:
     """Atomic write (`facecloak.files.atomic_path`), so concurrent runs never read half a file. A read-only or
     full cache only costs the recomputation next run: protecting must not fail over it."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as handle:
             np.save(handle, bank.numpy().astype(np.float32), allow_pickle=False)
     except OSError:
         return

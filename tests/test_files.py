@@ -11,21 +11,23 @@ import pytest
 from facecloak.files import TEMP_SUFFIX, atomic_path, atomic_write_bytes, atomic_write_text
 
 
-def test_atomic_write_replaces_the_file_and_leaves_nothing_else(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_write_replaces_the_file_and_leaves_nothing_else(tmp_path: Path, durable: bool) -> None:
     target = tmp_path / "sub" / "report.json"
     atomic_write_text(target, "old")
-    atomic_write_bytes(target, b"new")
+    atomic_write_bytes(target, b"new", durable=durable)
     assert target.read_bytes() == b"new"
     assert [p.name for p in target.parent.iterdir()] == ["report.json"]
 
 
+@pytest.mark.parametrize("durable", [True, False])
 @pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
 def test_an_exception_mid_write_leaves_no_partial_file_and_keeps_the_old_one(
-    tmp_path: Path, failure: BaseException
+    tmp_path: Path, failure: BaseException, durable: bool
 ) -> None:
     target = tmp_path / "cache.npy"
     target.write_bytes(b"old")
-    with pytest.raises(type(failure)), atomic_path(target) as tmp:
+    with pytest.raises(type(failure)), atomic_path(target, durable=durable) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".cache.npy.") and tmp.name.endswith(TEMP_SUFFIX)
         tmp.write_bytes(b"half of the new")
         raise failure
