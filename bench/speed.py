@@ -1,6 +1,6 @@
 """Speed and memory of embedding and LEAM per model on this machine (a benchmark, not a test).
 
-    python -m bench.speed -o bench/results/speed [--repeats 5] [--models ...]
+    OMP_NUM_THREADS=1 facecloak bench speed -o bench/results/speed [--repeats 5] [--models ...]
 
 Each model runs in its own subprocess so that peak RSS (ru_maxrss) belongs to that model alone. Crops are
 real aligned faces of skimage's astronaut photo (bundled), repeated to the batch size. Reported: median
@@ -10,7 +10,6 @@ one autograd.grad over the model's default layers; batch 1 and batch 16), and th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -19,9 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from facecloak.files import atomic_write_text
 
 
 def _crops(model_id: str, n: int) -> np.ndarray:
@@ -69,27 +71,30 @@ def measure_one(model_id: str, repeats: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", default="mbf-arc,dlib-r29,hse-mnv1,mobileface,mbf-tf")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure_one(args.one, args.repeats)))
-        return
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env_with_checkout() -> dict[str, str]:
+    """This environment with the source checkout first on PYTHONPATH, so child processes import this `bench`."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
+MEASURE_SNIPPET = "import json, sys; from bench.speed import measure_one; " \
+    "print(json.dumps(measure_one(sys.argv[1], int(sys.argv[2]))))"
+
+
+def run_speed(out: Path, models: Sequence[str], repeats: int, command: str) -> str:
+    """Measure each model in its own subprocess, write OUT/speed.json and OUT/speed.md; returns the markdown."""
     rows = []
-    for m in args.models.split(","):
-        proc = subprocess.run([sys.executable, "-m", "bench.speed", "-o", str(args.out), "--one", m,
-                               "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+    for m in models:
+        proc = subprocess.run([sys.executable, "-c", MEASURE_SNIPPET, m, str(repeats)], capture_output=True,
+                              text=True, check=True, env=env_with_checkout())
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     load = os.getloadavg()
     env = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
            "loadavg_at_end": [round(v, 2) for v in load], "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-           "command": " ".join(["python -m bench.speed", *sys.argv[1:]]), "repeats": args.repeats}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps({"environment": env, "models": rows}, indent=2) + "\n")
+           "command": command, "repeats": repeats}
+    atomic_write_text(out / "speed.json", json.dumps({"environment": env, "models": rows}, indent=2) + "\n")
     lines = [
         "| model | embed ms/face b1 | embed ms/face b16 | LEAM ms/face b1 | LEAM ms/face b16 | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|",
@@ -98,10 +103,6 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['embed_ms_per_face_b1']:.1f} | {r['embed_ms_per_face_b16']:.1f} | "
                      f"{r['leam_ms_per_face_b1']:.1f} | {r['leam_ms_per_face_b16']:.1f} | {r['peak_rss_mb']:.0f} |")
     md = "\n".join([f"Command: `{env['command']}`; {env['cpus']} CPUs, load average at end {env['loadavg_at_end']}, "
-                    f"threads {rows[0]['threads']}, median of {args.repeats}.", "", *lines, ""])
-    (args.out / "speed.md").write_text(md)
-    print(md)
-
-
-if __name__ == "__main__":
-    main()
+                    f"threads {rows[0]['threads']}, median of {repeats}.", "", *lines, ""])
+    atomic_write_text(out / "speed.md", md)
+    return md

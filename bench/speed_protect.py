@@ -1,6 +1,6 @@
 """Speed of the default `facecloak protect` against `deface`, side by side in one run (a benchmark, not a test).
 
-    OMP_NUM_THREADS=1 python -m bench.speed_protect -o bench/results/speed-protect \\
+    OMP_NUM_THREADS=1 facecloak bench speed-protect -o bench/results/speed-protect \\
         [--data ../shared/faces] [--photos 60] [--repeats 3] [--deface /tmp/deface-venv/bin/deface] \\
         [--baseline-ref GIT_REF] [--cloak-faces 4]
 
@@ -28,7 +28,6 @@ load average (`os.getloadavg`) is recorded at the start and the end.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -40,12 +39,20 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from facecloak.errors import ConfigError
+from facecloak.files import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DEFACE_HINT = "python -m venv /tmp/deface-venv && /tmp/deface-venv/bin/pip install deface onnxruntime"
+DEFAULT_DEFACE = "/tmp/deface-venv/bin/deface"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,21 +273,30 @@ def summarise(runs: list[Run]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "faces")
-    parser.add_argument("--photos", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--deface", default="/tmp/deface-venv/bin/deface")
-    parser.add_argument("--baseline-ref", default=None, help="git ref of an older facecloak to run side by side")
-    parser.add_argument("--cloak-faces", type=int, default=4, help="LFW photos for the cloak's s/face (0: skip)")
-    parser.add_argument("--folder-repeats", type=int, default=1, help="runs of each whole folder per tool")
-    parser.add_argument("--memory-photos", type=int, default=0, help="in-process protect calls traced for RSS")
-    parser.add_argument("--profile-photos", type=int, default=10, help="photos per set profiled by stage (0: skip)")
-    args = parser.parse_args()
-    if args.photos < 2:
-        parser.error("--photos must be at least 2 (the marginal cost needs a folder larger than one photo)")
+@dataclass(frozen=True)
+class SpeedProtectOptions:
+    """What `run_speed_protect` measures (see the module docstring and `facecloak bench speed-protect --help`)."""
+
+    out: Path
+    data: Path = REPO.parent / "shared" / "faces"
+    photos: int = 60
+    repeats: int = 3
+    deface: str = DEFAULT_DEFACE
+    baseline_ref: str | None = None
+    cloak_faces: int = 4
+    folder_repeats: int = 1
+    memory_photos: int = 0
+    profile_photos: int = 10
+    command: str = "facecloak bench speed-protect"
+
+    def __post_init__(self) -> None:
+        if self.photos < 2:
+            raise ConfigError("--photos must be at least 2 (the marginal cost needs a folder larger than one photo)")
+
+
+def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _stderr) -> str:
+    """Run the side-by-side measurement; writes OUT/speed_protect.json and OUT/README.md, returns the markdown.
+    `warn` receives one line per skipped tool or failed child command."""
 
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="facecloak-speed-") as tmp_name:
@@ -291,7 +307,7 @@ def main() -> None:
             tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", export_ref(args.baseline_ref, tmp)))
         deface = deface_tool(args.deface)
         if deface is None:
-            print(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}", file=sys.stderr)
+            warn(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}")
         else:
             tools.append(deface)
 
@@ -336,7 +352,7 @@ def main() -> None:
     load_end = os.getloadavg()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     env = {
-        "command": " ".join(["python -m bench.speed_protect", *sys.argv[1:]]),
+        "command": args.command,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -350,14 +366,12 @@ def main() -> None:
         "deface": None if deface is None else args.deface,
         "baseline_ref": args.baseline_ref,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed_protect.json").write_text(
-        json.dumps({"environment": env, "sets": results, "cloak": cloak, "profile": profile,
-                    "memory": memory, "torch_import": floor}, indent=2) + "\n"
-    )
+    atomic_write_text(args.out / "speed_protect.json", json.dumps(
+        {"environment": env, "sets": results, "cloak": cloak, "profile": profile, "memory": memory,
+         "torch_import": floor}, indent=2) + "\n")
     md = report(env, results, cloak, profile, memory, floor)
-    (args.out / "README.md").write_text(md)
-    print(md)
+    atomic_write_text(args.out / "README.md", md)
+    return md
 
 
 def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict) -> str:
@@ -418,7 +432,3 @@ def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, f
             lines.append(f"| {stage} | " + " | ".join(f"{profile[n][stage]:.3f}" for n in names) + " |")
     lines.append("")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()

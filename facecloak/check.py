@@ -8,16 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from facecloak.detect import load_detector
-from facecloak.embedding_cache import (
-    DetectedPhoto,
-    Progress,
-    Timings,
-    detect_photos,
-    detector_settings,
-    embed_main_faces,
-)
+from facecloak.embedding_cache import DetectedPhoto, Timings, detect_photos, detector_settings, embed_main_faces
 from facecloak.errors import DataError
 from facecloak.labelled import LabelledSet, load_labelled_set, read_lfw_pairs, sample
+from facecloak.progress import Progress, no_progress
 from facecloak.roc import pair_scores, roc_auc, tar_at, ten_fold_accuracy, threshold_at_far
 
 FAR_KEYS = {"0.01": 1e-2, "0.001": 1e-3}
@@ -44,7 +38,7 @@ def run_check(
     seed: int = 0,
     max_impostor: int = 2_000_000,
     use_cache: bool = True,
-    progress: Progress,
+    progress: Progress = no_progress,
 ) -> dict:
     # A sample of people is drawn among those with two or more photos: genuine pairs need them.
     labelled: LabelledSet = sample(
@@ -118,7 +112,7 @@ def run_calibration(
     n_photos: int,
     max_impostor: int,
     seed: int,
-    progress: Progress,
+    progress: Progress = no_progress,
 ) -> dict[str, dict]:
     """Thresholds from different-person pairs only: one photo per identity, `n_photos` identities (seeded)."""
     labelled = load_labelled_set(data)

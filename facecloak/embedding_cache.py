@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,15 +18,10 @@ import numpy as np
 from facecloak import paths
 from facecloak.align import align
 from facecloak.errors import FacecloakError
+from facecloak.files import atomic_path, atomic_write_bytes, sha256_file
 from facecloak.io import read_image
-from facecloak.models.pull import atomic_write_bytes, sha256_file
+from facecloak.progress import Progress, no_progress
 from facecloak.types import Face
-
-Progress = Callable[[Iterable], Iterable]
-
-
-def _no_progress(items: Iterable) -> Iterable:
-    return items
 
 
 @dataclass(frozen=True)
@@ -91,14 +86,14 @@ def detect_photos(
     *,
     settings: dict,
     use_cache: bool = True,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     timings: Timings | None = None,
 ) -> list[DetectedPhoto]:
     """Detect faces in every photo; an unreadable photo gets `error` set instead of stopping the run."""
     key = _settings_key(settings)
     cache_dir = paths.home() / "detections" / key
     results: list[DetectedPhoto] = []
-    for path in progress(photo_paths):
+    for path in progress(photo_paths, "detecting faces"):
         path = Path(path)
         try:
             digest = sha256_file(path)
@@ -122,7 +117,7 @@ def detect_photos(
         shape = photo.rgb.shape[:2]
         if use_cache:
             payload = {"shape": list(shape), "faces": [_face_to_json(f) for f in faces]}
-            atomic_write_bytes(cached, json.dumps(payload).encode())
+            atomic_write_bytes(cached, json.dumps(payload).encode(), durable=False)  # a cache: atomic is enough
         results.append(DetectedPhoto(path, digest, (int(shape[0]), int(shape[1])), faces))
     return results
 
@@ -133,7 +128,7 @@ def embed_main_faces(
     *,
     cache_tag: str | None,
     batch_size: int = 32,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     timings: Timings | None = None,
 ) -> np.ndarray:
     """Embeddings (N, D) of each photo's main face with one recogniser; rows are NaN where no face was found.
@@ -152,7 +147,7 @@ def embed_main_faces(
         else:
             todo.append(i)
     batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
-    for batch in progress(batches):
+    for batch in progress(batches, f"embedding with {recogniser.id}"):
         crops = []
         start = time.perf_counter()
         for i in batch:
@@ -168,10 +163,8 @@ def embed_main_faces(
         for i, e in zip(batch, emb, strict=True):
             out[i] = e
             if cache_dir is not None:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = cache_dir / f".{photos[i].sha256}.tmp.npy"
-                np.save(tmp, e)
-                tmp.replace(cache_dir / f"{photos[i].sha256}.npy")
+                with atomic_path(cache_dir / f"{photos[i].sha256}.npy", durable=False) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, e)
     dim = next((e.shape[0] for e in out if e is not None), 1)
     nan = np.full(dim, np.nan, np.float32)
     return np.stack([e if e is not None else nan for e in out]) if out else np.zeros((0, dim), np.float32)

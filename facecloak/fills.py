@@ -1,6 +1,6 @@
-"""Occlusion fills: pure functions that replace the pixels inside a mask and leave every other pixel alone.
+"""Fills: what replaces the pixels inside a mask; every other pixel is left alone.
 
-Every fill has the signature ``fill(image, mask, *, rng, **params) -> new image``:
+Every occlusion fill is a pure function with the signature ``fill(image, mask, *, rng, **params) -> new image``:
 
 - `image` is uint8 RGB (H, W, 3), `mask` is bool (H, W) in the same pixel grid; True marks pixels to replace.
 - `rng` is always passed (even to fills that draw nothing) so callers treat all fills alike; the same seed
@@ -8,28 +8,69 @@ Every fill has the signature ``fill(image, mask, *, rng, **params) -> new image`
 - Parameters are keyword-only with defaults; the result is a new array of the same shape and dtype, and every
   pixel outside the mask is byte-identical to the input. The input is never modified.
 
-Fills are registered by name in `FILLS`. The `cloak` fill (a sparse adversarial perturbation inside the mask)
-is not here: it needs recognition models and faces, so it is built in the cloak module and does not fit this
-signature.
+Every fill is registered by name in `FILLS` as a `Fill`. One of them, `cloak` (a sparse adversarial
+perturbation inside the mask, optimised in `facecloak.cloak`), declares `needs_models`: it also needs the source
+recognition models and each face's alignment, which `facecloak.protect` supplies, so it is run through `protect`
+(or `Fill.function` with those arguments), not called like the others. `get_fill` is the one validation of a
+fill name.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
 
-from leam.registry import Registry
+from facecloak.errors import ConfigError
+from leam.registry import Registry, UnknownNameError
+
+if TYPE_CHECKING:
+    from facecloak.cloak import CloakSettings, SourceModel
 
 
-class Fill(Protocol):
-    """The call signature every registered fill accepts (extra keyword parameters have defaults)."""
+@dataclass(frozen=True)
+class Fill:
+    """A registered fill: its function and what it needs besides the image, the mask and `rng`.
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> np.ndarray: ...
+    Fills without `needs_models` are called directly: `fill(image, mask, rng=rng, **params)`. A fill that
+    `needs_models` (the cloak) has its own signature (see `cloak_fill`); calling it like an occlusion fill
+    raises a `ConfigError` that says so.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    needs_models: bool = False
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, **params: Any) -> np.ndarray:
+        if self.needs_models:
+            raise ConfigError(f"the {self.name!r} fill needs source models and faces: use "
+                              f"facecloak.protect(image, fill={self.name!r})")
+        return self.function(image, mask, rng=rng, **params)
 
 
 FILLS: Registry[Fill] = Registry("fill")
+FunctionT = TypeVar("FunctionT", bound=Callable[..., Any])
+
+
+def _register(name: str, *, needs_models: bool = False) -> Callable[[FunctionT], FunctionT]:
+    """Decorator: register the function as fill `name` and return it unchanged (it stays callable by itself)."""
+
+    def deco(function: FunctionT) -> FunctionT:
+        FILLS.register(name, Fill(name, function, needs_models))
+        return function
+
+    return deco
+
+
+def get_fill(name: str) -> Fill:
+    """The registered fill `name`; an unknown name raises `ConfigError` naming the close ones and every fill."""
+    try:
+        return FILLS.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_image_and_mask(image: np.ndarray, mask: np.ndarray, user: str = "fills") -> None:
@@ -64,14 +105,14 @@ def _paste_from(image: np.ndarray, mask: np.ndarray, source: np.ndarray) -> np.n
     return _paste(image, mask, source[mask])
 
 
-@FILLS("black")
+@_register("black")
 def black(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """Masked pixels become (0, 0, 0)."""
     check_image_and_mask(image, mask)
     return _paste(image, mask, np.zeros(3, dtype=np.uint8))
 
 
-@FILLS("mean")
+@_register("mean")
 def mean(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, margin_fraction: float = 0.1) -> np.ndarray:
     """Masked pixels become one colour: the mean of the unmasked pixels around the mask.
 
@@ -93,7 +134,7 @@ def mean(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, margi
     return _paste(image, mask, colour)
 
 
-@FILLS("blur")
+@_register("blur")
 def blur(
     image: np.ndarray,
     mask: np.ndarray,
@@ -123,7 +164,7 @@ def blur(
     return _paste(image, mask, blurred[mask[rows, cols]])
 
 
-@FILLS("pixelate")
+@_register("pixelate")
 def pixelate(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, block: int = 16) -> np.ndarray:
     """Masked pixels become the mean of their `block` x `block` px cell, rounded.
 
@@ -151,7 +192,7 @@ def pixelate(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, b
     return _paste(image, mask, cells[mask[top:bottom, left:right]])
 
 
-@FILLS("noise")
+@_register("noise")
 def noise(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """Masked pixels become uniform random colours (each channel 0..255) drawn from `rng`, in row-major order."""
     check_image_and_mask(image, mask)
@@ -159,7 +200,7 @@ def noise(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator) -> n
     return _paste(image, mask, rng.integers(0, 256, size=(count, 3), dtype=np.uint8))
 
 
-@FILLS("inpaint")
+@_register("inpaint")
 def inpaint(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, radius: float = 3.0) -> np.ndarray:
     """Masked pixels are inpainted from their surroundings (OpenCV Telea fast marching, `radius` px).
 
@@ -173,3 +214,20 @@ def inpaint(image: np.ndarray, mask: np.ndarray, *, rng: np.random.Generator, ra
         return mean(image, mask, rng=rng)
     filled = cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8), float(radius), cv2.INPAINT_TELEA)
     return _paste_from(image, mask, filled)
+
+
+@_register("cloak", needs_models=True)
+def cloak_fill(
+    image: np.ndarray,
+    mask: np.ndarray,
+    sources: list[SourceModel],
+    settings: CloakSettings | None = None,
+    *,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """The sparse cloak (`facecloak.cloak.cloak`): (cloaked image, optimisation steps used). `sources` are the
+    differentiable source models with each face's photo->crop matrix and reference; `facecloak.protect` builds
+    them. Pixels outside `mask` are byte-identical to `image`."""
+    from facecloak.cloak import CloakSettings, cloak  # torch: imported when the cloak runs, not with the fills
+
+    return cloak(image, mask, sources, settings or CloakSettings(), seed=seed)

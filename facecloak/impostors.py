@@ -12,8 +12,6 @@ it; a cache that cannot be written is skipped (the bank is then recomputed next 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import weakref
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from facecloak import paths
 from facecloak.align import align
 from facecloak.bundled import bundled_photos
 from facecloak.detect import default_detector
+from facecloak.files import atomic_path
 from facecloak.models import embed_crops, get_spec
 from facecloak.thresholds import load_thresholds
 
@@ -71,19 +70,13 @@ def _load(path: Path) -> torch.Tensor | None:
 
 
 def _store(path: Path, bank: torch.Tensor) -> None:
-    """Atomic write (temp file + rename), so concurrent runs never read half a file. A read-only or full cache
-    only costs the recomputation next run: protecting must not fail over it."""
+    """Atomic write (`facecloak.files.atomic_path`), so concurrent runs never read half a file. A read-only or
+    full cache only costs the recomputation next run: protecting must not fail over it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, bank.numpy().astype(np.float32), allow_pickle=False)
     except OSError:
         return
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, bank.numpy().astype(np.float32), allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def bundled_impostors(model_id: str, model: nn.Module) -> torch.Tensor:

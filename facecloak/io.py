@@ -21,10 +21,8 @@ Metadata policy (privacy first, because facecloak's outputs are meant to be shar
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
-import secrets
 import stat
 import threading
 import warnings
@@ -36,6 +34,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from facecloak.errors import ConfigError, ImageError
+from facecloak.files import atomic_path
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest photo (width x height) `read_image` decodes unless told otherwise: 100 MP, about 300 MB as RGB."""
@@ -460,76 +459,15 @@ def clean_exif(raw: bytes, *, keep_gps: bool) -> bytes | None:
 def _atomic_save(
     path: Path, image: Image.Image, file_format: str, params: dict[str, object], *, overwrite: bool
 ) -> None:
-    tmp = _create_temp_beside(path)
+    """Encode `image` through `facecloak.files.atomic_path` (linked into place unless `overwrite`); every failure
+    becomes one `ImageError` line."""
     try:
-        with tmp.open("wb") as handle:
+        with atomic_path(path, overwrite=overwrite) as tmp, tmp.open("wb") as handle:
             image.save(handle, format=file_format, **params)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_exclusive(tmp, path)
-        _fsync_folder(path.parent)
-    except BaseException as exc:
-        # BaseException on purpose: Ctrl-C in the middle of encoding must not leave a stray temp file.
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if isinstance(exc, FileExistsError):
-            raise ImageError(f"{path}: already exists (written by another run meanwhile); not overwritten") from None
-        if isinstance(exc, (OSError, ValueError)):  # disk full, permissions, encoder refusing the data
-            raise ImageError(f"{path}: cannot write ({_one_line(exc)})") from None
-        raise
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-
-
-def _create_temp_beside(path: Path) -> Path:
-    """Create an empty hidden temp file next to `path` (same file system, so link/replace are atomic).
-
-    os.open with 0o666 lets the umask decide the final permissions, as for any normally created file
-    (mkstemp would leave the output readable by its owner only).
-    """
-    for _ in range(16):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot write in {path.parent} ({exc.strerror})") from None
-        os.close(fd)
-        return tmp
-    raise ImageError(f"{path}: cannot create a temporary file in {path.parent}")
-
-
-def _link_exclusive(tmp: Path, path: Path) -> None:
-    """Move `tmp` to `path`, failing with FileExistsError if `path` exists, even if it appeared a moment ago."""
-    try:
-        os.link(tmp, path)
     except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}:
-            raise
-        # File systems without hard links (FAT, some network shares): claim the name with O_EXCL, then replace
-        # our own empty placeholder. Another run's O_EXCL fails on the placeholder, so nothing is clobbered.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        os.close(fd)
-        os.replace(tmp, path)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the new directory entry durable on POSIX; Windows cannot open folders, which is harmless.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise ImageError(f"{path}: already exists (written by another run meanwhile); not overwritten") from None
+    except (OSError, ValueError) as exc:  # disk full, permissions, encoder refusing the data
+        raise ImageError(f"{path}: cannot write ({_one_line(exc)})") from None
 
 
 # --------------------------------------------------------------------------------------------------- finding

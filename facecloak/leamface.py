@@ -25,6 +25,18 @@ from facecloak.models import get_spec, to_tensor
 TARGETS = ("auto", "reference", "flip", "contrast")
 
 
+def check_budget(budget: float) -> float:
+    """`budget` as a float if it is a percentage in (0, 100], else `ConfigError`: the one check of a budget, used
+    by `LeamSettings` and by the shells that take a budget before they build settings (a range, a web query)."""
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise ConfigError(f"budget must be a percentage in (0, 100], got {budget!r}") from None
+    if not 0 < value <= 100:  # also refuses NaN
+        raise ConfigError(f"budget must be a percentage in (0, 100], got {budget}")
+    return value
+
+
 @dataclass(frozen=True)
 class LeamSettings:
     """How relevance is computed and pixels are selected. Defaults are documented in docs/leam.md.
@@ -52,8 +64,7 @@ class LeamSettings:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0 < self.budget <= 100:
-            raise ConfigError(f"budget must be a percentage in (0, 100], got {self.budget}")
+        check_budget(self.budget)
         if self.target not in TARGETS:
             raise ConfigError(f"unknown LEAM target {self.target!r}; choose one of {', '.join(TARGETS)}")
         leam.METHODS.get(self.method)
@@ -162,10 +173,9 @@ def select_pixels(
     *,
     region: np.ndarray | None = None,
     seed: int = 0,
-    budget: float | None = None,
 ) -> np.ndarray:
-    """Boolean masks (N, S, S) of the selected pixels of each map, in the common template."""
-    k = settings.budget if budget is None else budget
+    """Boolean masks (N, S, S) of the selected pixels of each map, in the common template: `settings.budget`
+    percent of each face's region (of the whole template when `restrict_to_face` is off or `region` is None)."""
     p = torch.from_numpy(np.ascontiguousarray(overall, dtype=np.float32))
     reg = None if region is None or not settings.restrict_to_face else torch.from_numpy(np.asarray(region, bool))
     selector = leam.SELECTORS.get(settings.selection)
@@ -177,5 +187,6 @@ def select_pixels(
         "generator": torch.Generator().manual_seed(seed),
     }
     accepted = inspect.signature(selector).parameters
-    mask = selector(p, k, region=reg, **{name: value for name, value in offered.items() if name in accepted})
+    options = {name: value for name, value in offered.items() if name in accepted}
+    mask = selector(p, settings.budget, region=reg, **options)
     return np.asarray(mask, dtype=bool)

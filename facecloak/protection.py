@@ -7,7 +7,7 @@ Pure with respect to files: takes and returns arrays. The CLI and the albumentat
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -15,10 +15,10 @@ import torch
 
 import leam
 from facecloak.align import align
-from facecloak.cloak import CloakSettings, SourceModel, cloak
+from facecloak.cloak import CloakSettings, SourceModel
 from facecloak.detect import default_detector
 from facecloak.errors import ConfigError
-from facecloak.fills import FILLS
+from facecloak.fills import get_fill
 from facecloak.leamface import LeamSettings, ModelMaps, ensemble, model_maps
 from facecloak.masking import align_faces, embed_batch, mask_faces, model_templates, resolve_device
 from facecloak.models import cached_model, embed_crops, get_spec
@@ -27,7 +27,6 @@ from facecloak.thresholds import load_thresholds
 from facecloak.types import Face
 
 DEFAULT_MODELS = ("mbf-arc", "mbf-tf", "mobileface")
-FILL_NAMES = (*FILLS.names(), "cloak")
 
 
 @dataclass(frozen=True)
@@ -106,22 +105,19 @@ def protect(
     """Protect every face of `image` (uint8 RGB (H, W, 3)); returns the new image and what was done.
 
     budget: percent of each face's region (in the common template) whose pixels may change.
-    fill:   an occlusion fill from `facecloak.fills.FILLS` or "cloak" (optimised pixel values).
+    fill:   a fill from `facecloak.fills.FILLS`: an occlusion fill or "cloak" (optimised pixel values).
     person: identity references (and optionally a profile) for the person these photos show.
     device: where the recognition models run: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present).
             Detection, parsing and the cloak's optimisation stay on the CPU.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ConfigError(f"protect expects a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
-    if fill not in FILL_NAMES:
-        FILLS.get(fill)  # raises with suggestions
+    fill_spec = get_fill(fill)
     models = tuple(models)
     for m in models:
         get_spec(m)
     dev = resolve_device(device)
-    settings = settings or LeamSettings()
-    if budget != settings.budget:
-        settings = LeamSettings(**{**settings.__dict__, "budget": budget})
+    settings = replace(settings or LeamSettings(), budget=budget)  # validated once, by LeamSettings
     if faces is None:
         faces = (detector or default_detector()).detect(image)
     faces = sorted(faces, key=lambda f: f.area, reverse=True)[:1] if largest_only else list(faces)
@@ -146,7 +142,7 @@ def protect(
 
     # Fill.
     steps = 0
-    if fill == "cloak":
+    if fill_spec.needs_models:
         sources = []
         for m in models:
             thr = load_thresholds(m)
@@ -156,9 +152,9 @@ def protect(
                 matrices=np.asarray(batch.matrices[get_spec(m).template]),
                 references=refs[m].cpu(), threshold=thr.at(far) if thr else None,
             ))
-        protected, steps = cloak(image, mask, sources, cloak_settings or CloakSettings(), seed=seed)
+        protected, steps = fill_spec.function(image, mask, sources, cloak_settings or CloakSettings(), seed=seed)
     else:
-        protected = FILLS.get(fill)(image, mask, rng=np.random.default_rng(seed))
+        protected = fill_spec(image, mask, rng=np.random.default_rng(seed))
 
     # Measure, on crops cut out exactly as the clean ones were.
     after = similarities(protected, faces, models, refs, matrices=batch.matrices)
@@ -236,7 +232,7 @@ def build_person(
         loo = leam.reference_target(emb).reference if len(usable) >= 2 else None
         # With one photo there is no "other photos" centroid: reference falls back to the mirrored photo.
         single = loo is None and settings.target == "reference"
-        per_photo = LeamSettings(**{**settings.__dict__, "target": "flip"}) if single else settings
+        per_photo = replace(settings, target="flip") if single else settings
         maps.append(model_maps(m, cached_model(m), crops, per_photo, references=loo))
     mean = ensemble(maps).mean(0)
     profile = leam.Profile(

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from facecloak import paths
-from facecloak.models.pull import atomic_write_bytes
+from facecloak.files import atomic_write_bytes
 
 FARS = ("0.01", "0.001", "0.0001")
 

@@ -20,9 +20,10 @@ import albumentations as A
 import numpy as np
 
 from facecloak.errors import ConfigError
-from facecloak.protection import DEFAULT_MODELS, FILL_NAMES
-
-PARSER_NAMES = ("facemesh", "landmarks5")
+from facecloak.fills import get_fill
+from facecloak.leamface import check_budget
+from facecloak.parse import PARSERS
+from facecloak.protection import DEFAULT_MODELS
 
 
 @lru_cache(maxsize=2)
@@ -39,9 +40,10 @@ class LeamOcclusion(A.ImageOnlyTransform):
     Args:
         models: source model ids whose relevance chooses the pixels (and, for "cloak", that are optimised against).
         budget: percent of face pixels in (0, 100], a number or a (low, high) range sampled uniformly per image.
-        fill: a fill name or a list of names sampled uniformly per image (see `facecloak.fills`, plus "cloak").
+        fill: a fill name or a list of names sampled uniformly per image (`facecloak.fills.FILLS`, "cloak" included).
         cloak_steps: optimisation steps when the fill is "cloak".
-        parser: face parser bounding the face region: "facemesh" (default) or "landmarks5" (no weights).
+        parser: face parser bounding the face region, a name from `facecloak.parse.PARSERS`: "facemesh" (default)
+            or "landmarks5" (no weights).
         p: probability of applying the transform.
     Targets: image (uint8 RGB, H x W x 3).
     """
@@ -60,26 +62,25 @@ class LeamOcclusion(A.ImageOnlyTransform):
         super().__init__(p=p)
         self.models = tuple(models)
         self.budget: float | tuple[float, float] = (
-            (float(budget[0]), float(budget[1])) if isinstance(budget, (list, tuple)) else float(budget)
+            (check_budget(budget[0]), check_budget(budget[1])) if isinstance(budget, (list, tuple))
+            else check_budget(budget)
         )
         self.fill: str | tuple[str, ...] = fill if isinstance(fill, str) else tuple(fill)
         self.cloak_steps = int(cloak_steps)
         self.parser = parser
-        lo, hi = (self.budget, self.budget) if isinstance(self.budget, float) else self.budget
-        if not 0 < lo <= hi <= 100:
-            raise ConfigError(f"budget must lie in (0, 100] with low <= high, got {budget}")
+        if isinstance(self.budget, tuple) and self.budget[0] > self.budget[1]:
+            raise ConfigError(f"a budget range needs low <= high, got {budget}")
         fills = (self.fill,) if isinstance(self.fill, str) else self.fill
         if not fills:
             raise ConfigError("fill must name at least one fill")
         for name in fills:
-            if name not in FILL_NAMES:
-                raise ConfigError(f"unknown fill {name!r}; choose from {', '.join(FILL_NAMES)}")
+            get_fill(name)
         if not self.models:
             raise ConfigError("models must name at least one source model")
         for model in self.models:
             get_spec(model)  # names only: weights load lazily, in the process that applies the transform
-        if parser not in PARSER_NAMES:
-            raise ConfigError(f"unknown parser {parser!r}; choose from {', '.join(PARSER_NAMES)}")
+        if parser not in PARSERS:
+            raise ConfigError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
         if self.cloak_steps < 0:
             raise ConfigError(f"cloak_steps must be >= 0, got {cloak_steps}")
 

@@ -53,10 +53,16 @@ class FaceVerdict:
                 "held_out": list(self.held_out)}
 
     def text(self) -> str:
-        if self.m == 0:
-            return "not verifiable (no panel recogniser finds this face in the original)"
-        who = f" ({', '.join(self.matched_by)})" if self.matched_by else ""
-        return f"matched by {self.k} of {self.m} local recognisers{who}"
+        return verdict_text(self.matched_by, self.m)
+
+
+def verdict_text(matched_by: Sequence[str], m: int) -> str:
+    """One line for a face's verdict: who of the `m` panel members able to judge it still match it. Works on
+    `FaceVerdict` and on its JSON form (`as_json()["matched_by"]`, `["m"]`), which is what reports keep."""
+    if m == 0:
+        return "not verifiable (no panel recogniser finds this face in the original)"
+    who = f" ({', '.join(matched_by)})" if matched_by else ""
+    return f"matched by {len(matched_by)} of {m} local recognisers{who}"
 
 
 class Panel:

@@ -1,8 +1,8 @@
-"""Pixel selection: which k % of a relevance map's pixels to change. Pure functions.
+"""Pixel selection: which `budget` % of a relevance map's pixels to change. Pure functions.
 
 Maps P are (H, W) or (N, H, W); `region` (same shape, or (H, W) shared by the batch) restricts the eligible
 pixels (e.g. the face region from a parser). Every selector returns a bool mask of P's shape with exactly
-`selection_count(k, #eligible)` pixels set per map, all of them eligible. Torch in, torch out; a numpy map gives a
+`selection_count(budget, #eligible)` pixels set per map, all of them eligible. Torch in, torch out; a numpy map gives a
 numpy mask. Selection runs on the CPU (masks are small) and the mask comes back on P's device.
 
 Randomness (`sampled`) comes from a `torch.Generator` passed in.
@@ -28,13 +28,13 @@ SelectFn = Callable[..., Any]
 SELECTORS: Registry[SelectFn] = Registry("pixel selector")
 
 
-def selection_count(k_percent: float, n_eligible: int) -> int:
-    """round(k % × n_eligible) with halves rounded up (not to even), at least 1 pixel."""
-    if not 0 < k_percent <= 100:
-        raise LeamError(f"k must be a percentage in (0, 100], got {k_percent}")
+def selection_count(budget: float, n_eligible: int) -> int:
+    """round(budget % × n_eligible) with halves rounded up (not to even), at least 1 pixel."""
+    if not 0 < budget <= 100:
+        raise LeamError(f"budget must be a percentage in (0, 100], got {budget}")
     if n_eligible < 1:
         raise LeamError("no eligible pixels: the region is empty")
-    return max(1, min(n_eligible, math.floor(k_percent / 100 * n_eligible + 0.5)))
+    return max(1, min(n_eligible, math.floor(budget / 100 * n_eligible + 0.5)))
 
 
 def _order(values: Tensor) -> Tensor:
@@ -69,9 +69,9 @@ def _batched(select_one: Callable[[Tensor, Tensor], Tensor], p: ArrayT, region: 
     return mask.numpy() if is_numpy else mask.to(device)  # type: ignore[return-value]
 
 
-def _topk_one(p: Tensor, eligible: Tensor, k_percent: float) -> Tensor:
+def _topk_one(p: Tensor, eligible: Tensor, budget: float) -> Tensor:
     flat, ok = p.flatten(), eligible.flatten()
-    count = selection_count(k_percent, int(ok.sum()))
+    count = selection_count(budget, int(ok.sum()))
     idx = torch.nonzero(ok).flatten()
     chosen = idx[_order(flat[idx])[:count]]
     mask = torch.zeros_like(ok)
@@ -80,9 +80,9 @@ def _topk_one(p: Tensor, eligible: Tensor, k_percent: float) -> Tensor:
 
 
 @SELECTORS("topk")
-def topk_mask(p: ArrayT, k_percent: float, region: ArrayT | None = None) -> ArrayT:
-    """The k % eligible pixels with the highest relevance; ties go to the lower flat (raster) index."""
-    return _batched(lambda m, e: _topk_one(m, e, k_percent), p, region)
+def topk_mask(p: ArrayT, budget: float, region: ArrayT | None = None) -> ArrayT:
+    """The `budget` % eligible pixels with the highest relevance; ties go to the lower flat (raster) index."""
+    return _batched(lambda m, e: _topk_one(m, e, budget), p, region)
 
 
 def _cell_edges(size: int, cells: int) -> list[int]:
@@ -113,8 +113,8 @@ def _quotas(total: int, mass: list[float], capacity: list[int]) -> list[int]:
     return quota
 
 
-def _stratified_one(p: Tensor, eligible: Tensor, k_percent: float, grid: tuple[int, int]) -> Tensor:
-    total = selection_count(k_percent, int(eligible.sum()))
+def _stratified_one(p: Tensor, eligible: Tensor, budget: float, grid: tuple[int, int]) -> Tensor:
+    total = selection_count(budget, int(eligible.sum()))
     rows, cols = _cell_edges(p.shape[0], grid[0]), _cell_edges(p.shape[1], grid[1])
     index = torch.arange(p.numel()).view_as(p)
     cells = [
@@ -131,19 +131,19 @@ def _stratified_one(p: Tensor, eligible: Tensor, k_percent: float, grid: tuple[i
 
 @SELECTORS("stratified")
 def stratified_mask(
-    p: ArrayT, k_percent: float, grid: tuple[int, int] = (8, 8), region: ArrayT | None = None
+    p: ArrayT, budget: float, grid: tuple[int, int] = (8, 8), region: ArrayT | None = None
 ) -> ArrayT:
     """Top pixels of each cell of a rows × cols grid, each cell's count ∝ its relevance mass (same total as top-k).
 
     Spreads the selection over the face where a late layer's top-k would be one compact blob. Cell edges are
     round(i × H / rows); counts use largest-remainder rounding and never exceed a cell's eligible pixels.
     """
-    return _batched(lambda m, e: _stratified_one(m, e, k_percent, grid), p, region)
+    return _batched(lambda m, e: _stratified_one(m, e, budget, grid), p, region)
 
 
-def _sampled_one(p: Tensor, eligible: Tensor, k_percent: float, gamma: float, generator: torch.Generator) -> Tensor:
+def _sampled_one(p: Tensor, eligible: Tensor, budget: float, gamma: float, generator: torch.Generator) -> Tensor:
     flat, ok = p.flatten(), eligible.flatten()
-    count = selection_count(k_percent, int(ok.sum()))
+    count = selection_count(budget, int(ok.sum()))
     idx = torch.nonzero(ok).flatten()
     weight = flat[idx].clamp_min(0) ** gamma
     positive = idx[weight > 0]
@@ -165,7 +165,7 @@ def _sampled_one(p: Tensor, eligible: Tensor, k_percent: float, gamma: float, ge
 @SELECTORS("sampled")
 def sampled_mask(
     p: ArrayT,
-    k_percent: float,
+    budget: float,
     gamma: float = 1.0,
     *,
     generator: torch.Generator,
@@ -179,4 +179,4 @@ def sampled_mask(
         raise LeamError(f"gamma must be a finite number >= 0, got {gamma}")
     if not isinstance(generator, torch.Generator):
         raise LeamError("sampled_mask needs a seeded torch.Generator (e.g. torch.Generator().manual_seed(0))")
-    return _batched(lambda m, e: _sampled_one(m, e, k_percent, gamma, generator), p, region)
+    return _batched(lambda m, e: _sampled_one(m, e, budget, gamma, generator), p, region)

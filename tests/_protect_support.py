@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facecloak.files import TEMP_SUFFIX
+
 FAST = ("--models", "mbf-arc", "--fill", "black", "--budget", "1", "--parser", "landmarks5", "--no-verify")
 
 
@@ -96,8 +98,8 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def temp_leftovers(folder: Path) -> list[Path]:
-    """Temporary files `write_image` would leave if it were interrupted badly (hidden *.tmp)."""
-    return [p for p in folder.rglob(".*") if p.name.endswith(".tmp")]
+    """Temporary files `write_image` would leave if it were interrupted badly (hidden, `files.TEMP_SUFFIX`)."""
+    return [p for p in folder.rglob(".*") if p.name.endswith(TEMP_SUFFIX)]
 
 
 def json_lines(stdout: str) -> tuple[list[dict], dict]:

@@ -270,6 +270,9 @@ def test_outputs_cannot_escape_the_output_folder(photos: list[Path], tmp_path: P
     ("args", "message"),
     [
         (["--fill", "glitter"], "unknown fill 'glitter'"),
+        (["--fill", "clok"], "did you mean cloak"),  # the cloak is a registered fill like the others
+        (["--level", "hihg"], "unknown protection level 'hihg'; did you mean high"),
+        (["--parser", "facemsh"], "unknown face parser 'facemsh'; did you mean facemesh"),
         (["--budget", "0"], "budget must be a percentage in (0, 100]"),
         (["--budget", "101"], "budget must be a percentage in (0, 100]"),
         (["--models", "mbf-arcc"], "mbf-arc"),  # suggestion

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from facecloak.fills import FILLS, blur, inpaint, mean, noise, pixelate
+from facecloak.errors import ConfigError
+from facecloak.fills import FILLS, blur, cloak_fill, get_fill, inpaint, mean, noise, pixelate
 
-EXPECTED_FILLS = {"black", "mean", "blur", "pixelate", "noise", "inpaint"}
+EXPECTED_FILLS = {"black", "mean", "blur", "pixelate", "noise", "inpaint"}  # occlusion fills: image, mask, rng
 
 
 @st.composite
@@ -23,8 +24,28 @@ def image_and_mask(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def test_registry_holds_the_documented_fills() -> None:
-    assert set(FILLS.names()) == EXPECTED_FILLS
+def test_registry_holds_the_documented_fills_and_the_cloak() -> None:
+    assert set(FILLS.names()) == EXPECTED_FILLS | {"cloak"}
+    assert {name for name in FILLS if not FILLS.get(name).needs_models} == EXPECTED_FILLS
+    assert get_fill("cloak").needs_models and get_fill("cloak").function is cloak_fill
+    assert all(FILLS.get(name).name == name for name in FILLS)
+
+
+def test_unknown_fill_is_a_config_error_with_suggestions() -> None:
+    with pytest.raises(ConfigError, match=r"unknown fill 'clok'; did you mean cloak\?.*known: .*inpaint"):
+        get_fill("clok")
+
+
+def test_the_cloak_refuses_to_be_called_like_an_occlusion_fill() -> None:
+    image, mask = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool)
+    with pytest.raises(ConfigError, match="needs source models"):
+        get_fill("cloak")(image, mask, rng=np.random.default_rng(0))
+
+
+def test_cloak_fill_without_sources_changes_nothing() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    out, steps = cloak_fill(image, np.ones((6, 5), bool), [])
+    assert steps == 0 and np.array_equal(out, image) and out is not image
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_FILLS))

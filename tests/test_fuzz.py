@@ -109,8 +109,11 @@ def images_and_masks(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+OCCLUSION_FILLS = sorted(name for name in FILLS if not FILLS.get(name).needs_models)  # the cloak needs models
+
+
 @settings(max_examples=EXAMPLES["fills"], **FUZZ)
-@given(case=images_and_masks(), name=st.sampled_from(sorted(FILLS.names())), fill_seed=st.integers(0, 1000))
+@given(case=images_and_masks(), name=st.sampled_from(OCCLUSION_FILLS), fill_seed=st.integers(0, 1000))
 def test_fills_change_nothing_outside_the_mask(case: tuple[np.ndarray, np.ndarray], name: str, fill_seed: int) -> None:
     image, mask = case
     original = image.copy()

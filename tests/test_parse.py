@@ -294,7 +294,8 @@ def real_faces(deepface_dir: Path) -> list[tuple[np.ndarray, Face]]:
 @pytest.mark.real
 @pytest.mark.shared
 def test_facemesh_file_is_the_pinned_one(facemesh: FaceMeshParser) -> None:
-    from facecloak.models.pull import cached_source_files, sha256_file
+    from facecloak.files import sha256_file
+    from facecloak.models.pull import cached_source_files
 
     path = cached_source_files(PARSER_SOURCE, "the face parser")[FACEMESH_FILE]
     assert sha256_file(path) == FACEMESH_SHA256

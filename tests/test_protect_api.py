@@ -69,9 +69,27 @@ def test_bad_arguments_are_refused_before_any_work() -> None:
         protect(np.zeros((8, 8), np.uint8))
     with pytest.raises(ConfigError, match="uint8 RGB"):
         protect(np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(UnknownNameError, match="black"):
+    with pytest.raises(ConfigError, match="unknown fill 'blak'; did you mean black"):
         protect(np.zeros((8, 8, 3), np.uint8), fill="blak")
     with pytest.raises(UnknownNameError, match="mbf-arc"):
         protect(np.zeros((8, 8, 3), np.uint8), models=["mbf-ar"])
     with pytest.raises(ConfigError, match="budget"):
         protect(np.zeros((8, 8, 3), np.uint8), budget=0, faces=[])
+
+
+@pytest.mark.parametrize("budget", [0, -1, 100.5, float("nan"), float("inf"), "a lot"])
+def test_every_entry_refuses_a_bad_budget_with_the_same_config_error(budget: object) -> None:
+    from facecloak.leamface import LeamSettings, check_budget
+    from facecloak.serve.policy import strength_for
+    from facecloak.transforms import LeamOcclusion
+
+    message = r"budget must be a percentage in \(0, 100\]"
+    with pytest.raises(ConfigError, match=message):
+        check_budget(budget)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        LeamSettings(budget=budget)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        strength_for("low", budget=budget)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        LeamOcclusion(models=["mbf-arc"], budget=(1.0, budget))  # type: ignore[arg-type]
+    assert check_budget(2) == 2.0 and isinstance(check_budget(2), float)

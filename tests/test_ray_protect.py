@@ -158,7 +158,7 @@ def test_ray_resumes_and_never_overwrites(photos: list[Path], tmp_path: Path, lo
     assert [r["status"] for r in records] == ["exists", "exists", "unverified", "unverified"]
     assert mine.read_bytes() == b"user's own file"
     assert sha256(out / f"{photos[0].stem}_protected.jpg") == kept
-    assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".part")]
 
 
 def test_ray_options_need_the_ray_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,7 +228,7 @@ def test_sigterm_keeps_finished_outputs_and_a_rerun_resumes(photos: list[Path], 
     assert child.returncode == 130, err
     assert "interrupted after" in err and "rerun the same command to resume" in err
     written = sorted(p.name for p in out.iterdir())
-    assert 1 <= len(written) < 8 and not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    assert 1 <= len(written) < 8 and not [p for p in out.rglob(".*") if p.name.endswith(".part")]
     resumed = subprocess.run(subprocess_cmd(*args), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     _records, summary = json_lines(resumed.stdout)

@@ -45,7 +45,7 @@ def test_budget_and_fill_are_sampled_from_the_given_ranges() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"budget": 0}, "budget must lie in (0, 100]"),
+        ({"budget": 0}, "budget must be a percentage in (0, 100]"),
         ({"budget": (3, 2)}, "low <= high"),
         ({"fill": "glitter"}, "unknown fill 'glitter'"),
         ({"fill": []}, "at least one fill"),

@@ -26,10 +26,10 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from facecloak.cli import bench, explain, models, protect, serve
+    from facecloak.cli import bench, explain, measure, models, protect, serve
 
     app.add_typer(models.app, name="models")
-    for command in (explain, protect, bench, serve):
+    for command in (explain, protect, bench, measure, serve):
         command.register(app)
 
 

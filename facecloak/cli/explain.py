@@ -23,8 +23,10 @@ import numpy as np
 import typer
 from rich.console import Console
 
+import leam
 from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError
+from facecloak.parse import PARSERS
 from leam.errors import LeamError
 
 stderr = Console(stderr=True)
@@ -40,7 +42,7 @@ def _safe(name: str) -> str:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    from facecloak.models.pull import atomic_write_bytes
+    from facecloak.files import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
@@ -61,12 +63,12 @@ def explain_command(
     budget: Annotated[float, typer.Option(help="Percent of the face region to select for the mask.")] = 1.0,
     person: Annotated[str | None, typer.Option(help="All photos show this person: explain each against the others "
                                                     "and save the person's LEAM profile.")] = None,
-    method: Annotated[str, typer.Option(help="Per-layer method: gradcam, layercam or gradxact.")] = "gradcam",
+    method: Annotated[str, typer.Option(help=f"Per-layer method: {', '.join(leam.METHODS)}.")] = "gradcam",
     layers: Annotated[str, typer.Option(help="'default' (each model's) or comma-separated dotted layer names "
                                              "applied to every model; 'input' = gradient x input.")] = "default",
-    selection: Annotated[str, typer.Option(help="Pixel selection: topk, stratified or sampled.")] = "topk",
-    parser: Annotated[str, typer.Option(help="Face parser: facemesh or landmarks5 (no weights, approximate).")
-                      ] = "facemesh",
+    selection: Annotated[str, typer.Option(help=f"Pixel selection: {', '.join(leam.SELECTORS)}.")] = "topk",
+    parser: Annotated[str, typer.Option(help=f"Face parser: {', '.join(PARSERS)} (landmarks5: no weights, "
+                                             "approximate).")] = "facemesh",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     largest_only: Annotated[bool, typer.Option(help="Explain only the largest face of each photo.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the 'sampled' selection.")] = 0,
@@ -127,9 +129,9 @@ class _Explainer:
         import leam
         from facecloak.align import align
         from facecloak.explain import leave_one_out_references
+        from facecloak.files import sha256_file
         from facecloak.io import read_image
         from facecloak.models import cached_model, embed_crops, get_spec
-        from facecloak.models.pull import sha256_file
         from facecloak.protection import build_person
 
         if len(files) < 2:

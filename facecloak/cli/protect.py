@@ -31,6 +31,9 @@ from rich.table import Table
 
 from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
+from facecloak.fills import FILLS
+from facecloak.levels import DEFAULT_LEVEL, LEVELS, ORDER
+from facecloak.parse import PARSERS
 
 if TYPE_CHECKING:
     from facecloak.io import InputImage
@@ -52,20 +55,13 @@ class NoFacePolicy(str, Enum):
     error = "error"
 
 
-class ParserChoice(str, Enum):
-    facemesh = "facemesh"
-    landmarks5 = "landmarks5"
-
-
-class LevelChoice(str, Enum):
-    low = "low"
-    medium = "medium"
-    high = "high"
-
-
 class BackendChoice(str, Enum):
     local = "local"
     ray = "ray"
+
+
+# --level takes the names of `facecloak.levels.LEVELS` (checked by the registry, which suggests close names).
+_LEVEL_HELP = ", ".join(f"{n} ({LEVELS.get(n).fill} {LEVELS.get(n).budget:g} %)" for n in ORDER)
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class ProtectOptions:
     steps: int
     epsilon: float | None
     parser: str
-    level: str = "high"
+    level: str = DEFAULT_LEVEL
     custom: bool = False  # --fill, --budget, --steps or --models replaced some of the level's settings
     verify: bool = True
     escalate: bool = False
@@ -158,16 +154,15 @@ def protect_command(
     ] = None,
     jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
     level: Annotated[
-        LevelChoice, typer.Option(help="Protection strength: low (black dots, 1 %), medium (transfer cloak, 2 %), "
-                                       "high (transfer cloak, 5 %; the default). --fill, --budget, --steps and "
-                                       "--models override it.")
-    ] = LevelChoice.high,
+        str, typer.Option(metavar="LEVEL", help=f"Protection level: {_LEVEL_HELP}. --fill, --budget, --steps and "
+                                                "--models override it.")
+    ] = DEFAULT_LEVEL,
     models: Annotated[str | None, typer.Option(help="Comma-separated source models (default: the level's).")] = None,
     budget: Annotated[
         float | None, typer.Option(help="Percent of each face's pixels that may change, in (0, 100].")
     ] = None,
     fill: Annotated[
-        str | None, typer.Option(help="black, mean, blur, pixelate, noise, inpaint or cloak (default: the level's).")
+        str | None, typer.Option(metavar="FILL", help=f"{', '.join(FILLS.names())} (default: the level's).")
     ] = None,
     person: Annotated[
         str | None, typer.Option(help="Name of the person the photos show (with --person-photos).")
@@ -211,8 +206,9 @@ def protect_command(
     steps: Annotated[int | None, typer.Option(min=0, help="Cloak: optimisation steps (default: the level's).")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Cloak: max change per pixel (0-255 levels).")] = None,
     parser: Annotated[
-        ParserChoice, typer.Option(help="Face parser that bounds the face region: facemesh or landmarks5 (no weights).")
-    ] = ParserChoice.facemesh,
+        str, typer.Option(metavar="PARSER", help=f"Face parser that bounds the face region: {', '.join(PARSERS)} "
+                                                 "(landmarks5 needs no weights).")
+    ] = "facemesh",
     backend: Annotated[
         BackendChoice, typer.Option(help="local: this process; ray: Ray workers (pip install 'facecloak[ray]').")
     ] = BackendChoice.local,
@@ -230,9 +226,7 @@ def protect_command(
     """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
     is read back by local face recognisers through their own detection and alignment, and the result says, per
     face, whether any of them still matches it."""
-    from facecloak.levels import LEVELS
-
-    chosen = LEVELS.get(level.value)
+    chosen = LEVELS.get(level)
     options = ProtectOptions(
         out=out,
         suffix=suffix,
@@ -253,8 +247,8 @@ def protect_command(
         max_pixels=max_pixels,
         steps=chosen.cloak.steps if steps is None else steps,
         epsilon=epsilon,
-        parser=parser.value,
-        level=level.value,
+        parser=parser,
+        level=chosen.name,
         custom=any(v is not None for v in (fill, budget, steps, models)),
         verify=not no_verify,
         escalate=escalate,
@@ -306,10 +300,11 @@ def protect_command(
 def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | None) -> None:
     """Refuse bad option values once, before any photo is read (not once per photo)."""
     from facecloak.cloak import CloakSettings
+    from facecloak.fills import get_fill
     from facecloak.io import output_path_for
-    from facecloak.leamface import LeamSettings
+    from facecloak.leamface import check_budget
+    from facecloak.masking import resolve_device
     from facecloak.models import get_spec
-    from facecloak.protection import FILL_NAMES
 
     if o.keep_gps and not o.keep_metadata:
         raise ConfigError("--keep-gps only makes sense with --keep-metadata")
@@ -317,12 +312,10 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
         raise ConfigError("--escalate needs the verification that --no-verify turns off")
     if (person is None) != (person_photos is None):
         raise ConfigError("--person and --person-photos go together")
-    if o.fill not in FILL_NAMES:
-        raise ConfigError(f"unknown fill {o.fill!r}; choose from {', '.join(FILL_NAMES)}")
-    from facecloak.masking import resolve_device
-
+    get_fill(o.fill)
+    PARSERS.get(o.parser)  # an unknown name raises with suggestions
     resolve_device(o.device)  # an unavailable device stops here, before any photo
-    LeamSettings(budget=o.budget)  # raises ConfigError outside (0, 100]
+    check_budget(o.budget)
     CloakSettings(steps=o.steps, epsilon=o.epsilon)
     for model in o.models:
         get_spec(model)  # unknown names raise with suggestions
@@ -375,21 +368,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _verdict_text(v: dict[str, Any]) -> str:
-    if not v["m"]:
-        return "not verifiable"
-    who = f" ({', '.join(v['matched_by'])})" if v["matched_by"] else ""
-    return f"matched by {v['k']} of {v['m']}{who}"
-
-
 def _still_matched(r: PhotoReport) -> str:
-    faces = [f"face {i + 1} {_verdict_text(v)}" for i, v in enumerate(r.verdict) if not v["protected"]]
+    from facecloak.verification import verdict_text
+
+    faces = [f"face {i + 1} {verdict_text(v['matched_by'], v['m'])}" for i, v in enumerate(r.verdict)
+             if not v["protected"]]
     top = r.face_levels and all(lv == "high" for lv in r.face_levels)
     advice = ("the highest level did not stop them; keep this photo private or blur the face" if top
               else "try --level high or --escalate")
     reference = ("its unprotected original (the strictest test; --person-photos compares with other photos of the "
                  "person instead)" if not r.person_reference else "the person's reference photos")
-    return f"{'; '.join(faces)}: local face recognisers still link the written photo to {reference}; {advice}"
+    return f"{'; '.join(faces)}: they still link the written photo to {reference}; {advice}"
 
 
 def _print_summary(reports: list[PhotoReport], summary: dict[str, int], faces: dict[str, int]) -> None:
@@ -417,7 +406,6 @@ class _Runner:
     """Holds the options and the loaded models for one `protect` invocation."""
 
     def __init__(self, options: ProtectOptions) -> None:
-        from facecloak.levels import LEVELS, ORDER
         from facecloak.protection import DEFAULT_MODELS
 
         self.o = options
@@ -450,8 +438,8 @@ class _Runner:
     def load_person(self, name: str, folder: Path) -> None:
         import leam
         from facecloak import paths
+        from facecloak.files import sha256_file
         from facecloak.io import find_images, read_image
-        from facecloak.models.pull import sha256_file
         from facecloak.protection import build_person
 
         files = [i.path for i in find_images([folder])]
@@ -684,7 +672,7 @@ def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes inputs and outputs.")] = Path(
         "out/demo"
     ),
-    level: Annotated[LevelChoice, typer.Option(help="Protection level to demonstrate.")] = LevelChoice.high,
+    level: Annotated[str, typer.Option(help=f"Protection level to demonstrate: {', '.join(ORDER)}.")] = DEFAULT_LEVEL,
 ) -> None:
     """Protect photos bundled with installed packages (no data needed) exactly as `facecloak protect` does, and
     show per face whether independent local recognisers still match the written file."""
@@ -695,6 +683,6 @@ def demo_command(
     photos = bundled_photos()
     for name, rgb in photos.items():
         write_image(inputs / f"{name}.png", rgb, overwrite=True)
-    stderr.print(f"demo: protecting {len(photos)} bundled photos from {inputs} at level {level.value}",
+    stderr.print(f"demo: protecting {len(photos)} bundled photos from {inputs} at level {LEVELS.get(level).name}",
                  highlight=False)
     protect_command([inputs], out=out, level=level, overwrite=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from torch import nn
 
 from facecloak import paths
 from facecloak.errors import ChecksumError, ModelNotPulledError, PullError
-from facecloak.files import atomic_write_bytes, sha256_file
+from facecloak.files import atomic_path, atomic_write_bytes, sha256_file
 from facecloak.models.spec import Converter, Source
 
 PULL_FORMAT = 1
@@ -157,18 +156,9 @@ def pull(spec: Pullable, *, force: bool = False) -> bool:
     module = spec.build()
     module.load_state_dict(state, strict=True)  # catch converter/architecture drift before writing
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    path = weights_path(spec.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(weights_path(spec.id)) as tmp:
         save_file(tensors, tmp, metadata={"model": spec.id})
-        digest = sha256_file(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        digest = sha256_file(tmp)
     record = {
         "format": PULL_FORMAT,
         "model": spec.id,

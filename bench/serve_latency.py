@@ -1,8 +1,6 @@
 """Measurements of `facecloak serve`: drop-to-result time in a real browser and the server's memory.
 
-    python tools/measure_serve.py [--n 5] [--n-medium 3] [--concurrent 20] [--chromium /usr/bin/chromium]
-
-(prefix `PYTHONPATH=.` when facecloak is not installed into the environment)
+    OMP_NUM_THREADS=1 facecloak bench serve-latency [--n 5] [--n-medium 3] [--concurrent 20] [--chromium PATH]
 
 Starts `facecloak serve --port 0` as its own process (models loaded and warmed up, as a user gets it), then:
 
@@ -20,7 +18,6 @@ and insightface's t1 (1280x886, six faces). Prints Markdown; every number carrie
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -38,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from facecloak.errors import FacecloakError
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage"]
 
@@ -94,14 +93,12 @@ def summary(values: list[float]) -> str:
             f"(n={len(values)})")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=5, help="runs per photo at level low")
-    parser.add_argument("--n-medium", type=int, default=3, help="runs of the astronaut at level medium (cloak)")
-    parser.add_argument("--concurrent", type=int, default=20)
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    args = parser.parse_args()
+DEFAULT_CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
+
+def measure_serve(n: int = 5, n_medium: int = 3, concurrent: int = 20, chromium: str = DEFAULT_CHROMIUM) -> str:
+    """Run every measurement of the module docstring against a fresh `facecloak serve`; returns the Markdown.
+    `n`: runs per photo at level low; `n_medium`: runs of the astronaut at level medium (the cloak)."""
     from facecloak.bundled import bundled_photos
 
     photos = bundled_photos()
@@ -126,7 +123,7 @@ def main() -> None:
                 base = found.group(1).rstrip("/")
                 break
         if not base:
-            raise SystemExit("the server did not print its address")
+            raise FacecloakError("the server did not print its address")
         startup = time.perf_counter() - t0
         threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()  # type: ignore[union-attr]
         time.sleep(3)
@@ -136,35 +133,36 @@ def main() -> None:
         from playwright.sync_api import sync_playwright
 
         with Sampler(server.pid) as sampler, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(base + "/")
-            runs = [("astronaut", "low", args.n), ("t1", "low", args.n), ("astronaut", "medium", args.n_medium)]
-            for name, level, n in runs:
+            runs = [("astronaut", "low", n), ("t1", "low", n), ("astronaut", "medium", n_medium)]
+            for name, level, repeats in runs:
                 page.check(f"input[name=level][value={level}]")
-                for _ in range(n):
+                for _ in range(repeats):
                     if page.is_visible("#clear"):
                         page.click("#clear")
                     page.set_input_files("#files", str(files[name]))
                     page.wait_for_selector(".card[data-status=done], .card[data-status=failed]", timeout=600_000)
                     card = page.locator(".card").first
                     if card.get_attribute("data-status") != "done":
-                        raise SystemExit(card.inner_text())
-                    results.setdefault(f"drop {name} {level}", []).append(float(card.get_attribute("data-seconds")))
+                        raise FacecloakError(card.inner_text())
+                    seconds = float(card.get_attribute("data-seconds") or "nan")
+                    results.setdefault(f"drop {name} {level}", []).append(seconds)
             browser.close()
             for name in ("astronaut", "t1"):
                 data = files[name].read_bytes()
-                results[f"api {name} low"] = [api_round(base, data, "low", name) for _ in range(args.n)]
+                results[f"api {name} low"] = [api_round(base, data, "low", name) for _ in range(n)]
             work_peak = sampler.peak
 
-            data = io.BytesIO()
-            Image.fromarray(photos["astronaut"][10:250, 110:350]).save(data, format="PNG")
+            crop = io.BytesIO()
+            Image.fromarray(photos["astronaut"][10:250, 110:350]).save(crop, format="PNG")
             settled = []  # resident memory 3 s after each burst: flat when nothing is kept
             for _ in range(2):
                 start = time.perf_counter()
-                with ThreadPoolExecutor(args.concurrent) as pool:
-                    burst = list(pool.map(lambda i: api_round(base, data.getvalue(), "low", f"b{i}"),
-                                          range(args.concurrent)))  # fmt: skip
+                with ThreadPoolExecutor(concurrent) as pool:
+                    burst = list(pool.map(lambda i: api_round(base, crop.getvalue(), "low", f"b{i}"),
+                                          range(concurrent)))  # fmt: skip
                 burst_wall = time.perf_counter() - start
                 time.sleep(3)
                 settled.append(rss_mib(server.pid))
@@ -176,21 +174,18 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
 
-    print(f"machine: {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")  # fmt: skip
-    print(f"server start (models loaded + warm-up) to address printed: {startup:.1f} s (n=1)\n")
-    print("| measurement | result |\n|---|---|")
-    for key, values in results.items():
-        print(f"| {key} | {summary(values)} |")
-    print(f"| burst: {args.concurrent} concurrent uploads (240x240 crop, low), 2nd of 2 bursts | "
-          f"all done in {burst_wall:.1f} s wall; "
-          f"per upload {summary(burst)} |")  # fmt: skip
-    print(f"| memory at rest (VmRSS, warm) | {rest:.0f} MiB |")
+    lines: list[str] = []
+    lines.append(f"machine: {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+                 f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+                 f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")  # fmt: skip
+    lines += [f"server start (models loaded + warm-up) to address printed: {startup:.1f} s (n=1)", ""]
+    lines += ["| measurement | result |", "|---|---|"]
+    lines += [f"| {key} | {summary(values)} |" for key, values in results.items()]
+    lines.append(f"| burst: {concurrent} concurrent uploads (240x240 crop, low), 2nd of 2 bursts | "
+                 f"all done in {burst_wall:.1f} s wall; per upload {summary(burst)} |")
+    lines.append(f"| memory at rest (VmRSS, warm) | {rest:.0f} MiB |")
     peak = max(work_peak, burst_peak)
-    print(f"| memory peak while working (VmRSS sampled / VmHWM) | {peak:.0f} MiB / {hwm:.0f} MiB |")
-    print(f"| memory at rest after the work, after burst 1 / burst 2 | {settled[0]:.0f} MiB / {settled[1]:.0f} MiB |")
-
-
-if __name__ == "__main__":
-    main()
+    lines.append(f"| memory peak while working (VmRSS sampled / VmHWM) | {peak:.0f} MiB / {hwm:.0f} MiB |")
+    lines.append(f"| memory at rest after the work, after burst 1 / burst 2 | {settled[0]:.0f} MiB / "
+                 f"{settled[1]:.0f} MiB |")
+    return "\n".join(lines) + "\n"

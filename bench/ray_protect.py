@@ -1,6 +1,6 @@
 """Throughput of `facecloak protect` on the local backend vs Ray with 1 and 2 workers, side by side (issue 12).
 
-    python tools/measure_ray_protect.py --n 200 -o bench/results/ray-protect
+    facecloak bench ray-protect --n 200 -o bench/results/ray-protect
 
 Takes one photo of each of the first N LFW people (name order) from ../shared/faces/lfw (read in place, never
 copied), and runs `facecloak protect PHOTOS -o TMP --json` as a child process once per configuration, in one
@@ -16,7 +16,6 @@ OUT/README.md (the table and the capacity plan for 1,000,000 photos a day, compu
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -30,8 +29,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from facecloak.errors import ConfigError, FacecloakError
+from facecloak.files import atomic_write_text
 
 SHARED = Path(os.environ.get("FACECLOAK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PHOTOS_PER_DAY = 1_000_000
@@ -144,7 +147,7 @@ def run_one(name: str, extra: list[str], photos: list[Path], out: Path) -> dict[
     first = min(10, len(cpu_at) - 2)
     cpu_steady = (cpu_at[-1] - cpu_at[first]) / (len(cpu_at) - 1 - first) if len(cpu_at) > 2 else float("nan")
     if code != 0:
-        raise SystemExit(f"{name}: exit {code}\n{stderr[-2000:]}")
+        raise FacecloakError(f"{name}: exit {code}: {stderr[-2000:]}")
     seconds = [r["seconds"] for r in records]
     steady = (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1) if len(arrivals) > 1 else float("nan")
     statuses: dict[str, int] = {}
@@ -213,26 +216,28 @@ def capacity(results: dict[str, dict], identical: bool) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--configs", default=",".join(CONFIGS))
-    args = parser.parse_args()
-    photos = lfw_photos(args.n)
+def run_ray_protect(
+    n: int, out: Path, configs: Sequence[str], command: str, echo: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """Run each configuration on the first `n` LFW people; writes OUT/results.json and OUT/README.md and returns
+    the payload. `echo` receives each configuration's JSON record as it finishes."""
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        raise ConfigError(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    photos = lfw_photos(n)
     results: dict[str, dict] = {}
     hashes: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="ray-protect-") as tmp:
-        for name in args.configs.split(","):
-            out = Path(tmp) / name
-            results[name] = run_one(name, CONFIGS[name], photos, out)
-            hashes[name] = digests(out)
-            print(json.dumps(results[name]), flush=True)
+        for name in configs:
+            written = Path(tmp) / name
+            results[name] = run_one(name, CONFIGS[name], photos, written)
+            hashes[name] = digests(written)
+            echo(json.dumps(results[name]))
     identical = all(h == hashes[next(iter(hashes))] for h in hashes.values())
     payload = {
-        "command": shlex.join(["python", "tools/measure_ray_protect.py", *sys.argv[1:]]),
+        "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "data": f"one photo each of the first {args.n} LFW people (name order), deep-funneled 250x250 JPEG",
+        "data": f"one photo each of the first {n} LFW people (name order), deep-funneled 250x250 JPEG",
         "settings": "default models (mbf-arc, mbf-tf, mobileface), facemesh parser, fill black, budget 1 %, "
                     "1 torch thread per process (OMP_NUM_THREADS=1 locally; set by each Ray worker)",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -243,11 +248,9 @@ def main() -> int:
     }
     if {"local", "ray-1"} <= set(results):
         payload["capacity"] = capacity(results, identical)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / "README.md").write_text(render(payload))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'README.md'}")
-    return 0
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "README.md", render(payload))
+    return payload
 
 
 def render(p: dict[str, Any]) -> str:
@@ -289,6 +292,3 @@ def render(p: dict[str, Any]) -> str:
                  ""]
     return "\n".join(text) + "\n"
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

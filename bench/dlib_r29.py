@@ -1,8 +1,6 @@
 """Measurements for the `dlib-r29` port against native dlib (dlib-bin + face_recognition_models).
 
-    python tools/measure_dlib_r29.py [--shared ../shared] [--what fidelity,template,auc,timing] [--lfw-count 20]
-
-(prefix `PYTHONPATH=.` when facecloak is not installed into the environment)
+    facecloak bench dlib-r29 [--shared ../shared] [--what fidelity,template,auc,timing] [--lfw-count 20]
 
 fidelity  cosine between native dlib's descriptor and the port's, on the same dlib chips (LFW + deepface)
 template  mean 68-point landmark positions (eye centres, nose tip, mouth corners) in dlib's 150 px / 0.25 chip,
@@ -19,10 +17,8 @@ Prints plain text; every number carries its n.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from facecloak.errors import ConfigError
+
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 DETECT_MAX_SIDE = 800  # detect on a downscaled copy of big photos; landmarks run on the full photo
@@ -39,6 +37,7 @@ DETECT_MAX_SIDE = 800  # detect on a downscaled copy of big photos; landmarks ru
 
 @dataclass(frozen=True)
 class DlibTools:
+    dlib: Any  # the module, from `facecloak.models.blackbox.import_dlib`
     detector: Any
     shape5: Any
     shape68: Any
@@ -54,12 +53,11 @@ class ChipResult:
 
 
 def load_dlib() -> DlibTools:
-    import dlib
+    from facecloak.models.blackbox import import_dlib
 
-    with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-        warnings.simplefilter("ignore")
-        import face_recognition_models as frm
+    dlib, frm = import_dlib("the dlib-r29 measurements")
     return DlibTools(
+        dlib=dlib,
         detector=dlib.get_frontal_face_detector(),
         shape5=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
         shape68=dlib.shape_predictor(frm.pose_predictor_model_location()),
@@ -73,8 +71,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def largest_face(tools: DlibTools, rgb: np.ndarray):  # -> dlib.rectangle | None
-    import dlib
-
+    dlib = tools.dlib
     factor = min(1.0, DETECT_MAX_SIDE / max(rgb.shape[:2]))
     size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
     small = rgb if factor == 1.0 else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
@@ -100,8 +97,7 @@ def mapping_to_chip(details) -> np.ndarray:
 
 
 def dlib_chip(tools: DlibTools, rgb: np.ndarray, *, with_68: bool = False) -> ChipResult | None:
-    import dlib
-
+    dlib = tools.dlib
     box = largest_face(tools, rgb)
     if box is None:
         return None
@@ -223,8 +219,7 @@ def measure_auc(tools: DlibTools, model: torch.nn.Module, deepface: Path) -> Non
 
 def lfw_chips(tools: DlibTools, photos: list[Path], predictor: Any) -> tuple[dict[Path, np.ndarray], int]:
     """dlib chips of every photo; the HOG detector's misses fall back to the median box of the hits."""
-    import dlib
-
+    dlib = tools.dlib
     boxes: dict[Path, Any] = {}
     rgbs: dict[Path, np.ndarray] = {}
     for i, path in enumerate(photos):
@@ -295,25 +290,27 @@ def measure_timing(model: torch.nn.Module, repeats: int = 10) -> None:
               f"median {np.median(backward) * 1000:6.1f} ms (n={repeats}, threads {torch.get_num_threads()})")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    parser.add_argument("--what", default="fidelity,template,auc,timing")
-    parser.add_argument("--lfw-count", type=int, default=20)
-    args = parser.parse_args()
-    what = set(args.what.split(","))
+MEASUREMENTS = ("fidelity", "template", "auc", "lfw", "timing")
+DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def run_dlib_r29(what: set[str], shared: Path = DEFAULT_SHARED, lfw_count: int = 20) -> None:
+    """Print the chosen measurements (see the module docstring), each number with its n."""
+    unknown = sorted(what - set(MEASUREMENTS))
+    if unknown:
+        raise ConfigError(f"unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
 
     from facecloak.models import load_model
 
     model = load_model("dlib-r29")
-    faces = args.shared / "faces"
+    faces = shared / "faces"
     tools = load_dlib() if what & {"fidelity", "template", "auc", "lfw"} else None
     if "fidelity" in what and tools is not None:
-        photos = list(lfw_photos(faces / "lfw", args.lfw_count))
+        photos = list(lfw_photos(faces / "lfw", lfw_count))
         photos += [p for p, _ in deepface_rows(faces / "deepface")][::6]
         measure_fidelity(tools, model, photos)
     if "template" in what and tools is not None:
-        measure_template(tools, list(lfw_photos(faces / "lfw", args.lfw_count)))
+        measure_template(tools, list(lfw_photos(faces / "lfw", lfw_count)))
     if "auc" in what and tools is not None:
         measure_auc(tools, model, faces / "deepface")
     if "lfw" in what and tools is not None:
@@ -321,6 +318,3 @@ def main() -> None:
     if "timing" in what:
         measure_timing(model)
 
-
-if __name__ == "__main__":
-    main()
