@@ -15,8 +15,8 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from bench.config import Recipe
 from bench.backend import Backend
+from bench.config import Recipe
 from bench.transfer_run import TransferRun
 from bench.units import UnitExecutor, UnitJob, compute_unit
 from facecloak.scale.ray import RayConfig, actor_map, ray_session
