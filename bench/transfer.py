@@ -3,12 +3,15 @@
 Protocol (docs LEAM.md, "Validation occlusion" and "Beyond the paper"; issue 5):
 
 1. Sample the labelled folder (seeded), detect every photo once (cached), keep people with >= 2 faces; parse each
-   main face into regions and take the face region in the common template (`leam.common_template`).
-2. For every source model, every photo: the LEAM overall map against the leave-this-photo-out centroid of the
-   person's other photos on that model, and the Grad-CAM map of its last default layer, both in the common
-   template; computed once and reused by every target, budget and fill (cached under OUT/cache/).
+   main face into regions rasterised in the common template (`leam.common_template`; `parse.template_labels`).
+2. For every source model, every photo (aligned by `masking.align_faces`): the LEAM overall map
+   (`leamface.model_maps`) against the leave-this-photo-out centroid of the person's other photos on that model
+   (contrast target: minus seeded centroids of other people of the set), and the Grad-CAM map of its last default
+   layer, both in the common template; computed once and reused by every target, budget and fill (cached under
+   OUT/cache/).
    Ensembles (`ensemble:a+b`, `all-but-T`) average their members' maps.
-3. Per unit (source, fill, budget) and probe photo: the LEAM mask (top-k % of the map inside the face region) and
+3. Per unit (source, fill, budget) and probe photo: the LEAM mask (`leamface.select_pixels` with the recipe's
+   selector, inside the face region) and
    the seeded controls of the same pixel count (bench.controls) are warped to the photo, filled (an occlusion
    fill, or the sparse cloak against the source's members), encoded in the recipe's format and decoded again as a
    user's photo would be, aligned with the original detection (or re-detected) and embedded by every target.
@@ -23,8 +26,9 @@ Protocol (docs LEAM.md, "Validation occlusion" and "Beyond the paper"; issue 5):
    set ("none" = the photo as written). A defended cell also carries the variant `defence-only` for the blind
    defences: the clean probe under the same defence, i.e. what the defence alone does to recognition.
 
-Each finished unit is written to OUT/cells/ as a JSON shard keyed by the recipe's cell fingerprint, the data and
-the unit's names; a rerun skips finished shards and computes only what is missing (e.g. an added target).
+Each finished unit is written to OUT/cells/ as a JSON shard keyed by the recipe's cell fingerprint, the data, the
+parser, `bench.units.UNIT_VERSION` and the unit's names; a rerun skips finished shards and computes only what is
+missing (e.g. an added target).
 
 Coordinates: template masks and maps are (S, S) in the common template; photo masks are (H, W) photo pixels.
 Images are uint8 RGB. Cosines are plain floats.
