@@ -301,7 +301,7 @@ def load_faces(
                                                seed=seed), load_detector("mtcnn"), progress=progress)
     parser = get_parser(parser_name)
     size = TEMPLATES.get(common_template).size
-    templates = (*model_templates(models), common_template)
+    templates = tuple(dict.fromkeys((*model_templates(models), common_template)))
     inputs: dict[str, list[torch.Tensor]] = {t: [] for t in templates}
     labels, photos = [], []
     for p in progress(bench_set.photos, "aligning and parsing faces"):

@@ -37,7 +37,8 @@ Modules (this one is the orchestration, `run_transfer`):
 
 - `bench.backend`: models, detector, parser, thresholds (`Backend`, injectable; `default_backend` is the zoo);
 - `bench.transfer_run`: `TransferRun`, the caches around the masking stage (`facecloak.masking`: alignment,
-  maps, regions, selection) and the cells' metrics;
+  maps, regions, selection), the masks and controls;
+- `bench.cells`: the metrics of a cell (Δcos, dodging, image quality);
 - `bench.probes`: fills, encoding, defences, re-detection and quality of one probe;
 - `bench.units`: units, shards (resume) and executors (`local_units`; `bench.scale.ray_units` for Ray);
 - `bench.transfer_figures`: figures and the report's notes.
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backend import Backend, Network, default_backend
+from bench.cells import cell_key
 from bench.config import Recipe
 from bench.probes import CLEAN, CLOAK, DEFENCE_ONLY, LEAM, NONE, encode_decode, face_box_slices, own_pipeline
 from bench.report import (
@@ -64,7 +66,7 @@ from bench.report import (
 )
 from bench.transfer_figures import notes_section, write_figures
 from bench.transfer_run import TransferRun, ensemble_map, loo_centroids
-from bench.units import UnitExecutor, UnitJob, cell_key, compute_unit, local_units, run_units, unit_key
+from bench.units import UnitExecutor, UnitJob, compute_unit, local_units, run_units, unit_key
 from facecloak.errors import FacecloakError
 from facecloak.progress import Progress, no_progress
 

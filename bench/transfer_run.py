@@ -1,5 +1,6 @@
 """The state of one `bench run`: prepared data, and per-photo inputs computed once and cached around the masking
-stage (face regions, clean embeddings, thresholds, LEAM maps), then the cells of each unit.
+stage (face regions, clean embeddings, thresholds, LEAM maps), the masks of each probe, and the units' cells
+(metrics in `bench.cells`).
 
 The masking itself is `facecloak.masking`'s, as `protect` and `explain` use it: faces aligned once per template
 (`align_faces`), LEAM maps per model in the common template (`leamface.model_maps`), regions rasterised in the
@@ -24,16 +25,12 @@ import torch
 import leam
 from bench import controls as ctl
 from bench.backend import Backend, Network
-from bench.config import LEAVE_ONE_OUT, Defence, Recipe, SourceSpec, is_transfer, resolve_layers
+from bench.cells import target_cells
+from bench.config import Defence, Recipe, SourceSpec, resolve_layers
 from bench.data import BenchSet, face_regions, genuine_pairs, prepare
-from bench.defences import MASK_AWARE
 from bench.probes import (
-    CLEAN,
-    CLOAK,
-    DEFENCE_ONLY,
     LEAM,
     NONE,
-    Probe,
     defended_clean,
     encode_decode,
     own_embeddings,
@@ -41,9 +38,7 @@ from bench.probes import (
     protect_probe,
     unit_rows,
 )
-from bench.report import delta_key, dodge_key, far_label
-from bench.stats import summaries
-from bench.units import cell_key, sha, slug
+from bench.units import sha, slug
 from facecloak.align import TEMPLATES
 from facecloak.embedding_cache import DetectedPhoto, embed_main_faces
 from facecloak.errors import ConfigError
@@ -301,108 +296,5 @@ class TransferRun:
             probes = [protect_probe(self, members, fill, budget, i, templates, own)
                       for i in self.progress(self.probes, what)]
             for t in group_targets:
-                cells.update(self.target_cells(spec, members, t, fill, budget, probes))
+                cells.update(target_cells(self, spec, members, t, fill, budget, probes))
         return cells
-
-    def target_cells(
-        self, spec: SourceSpec, members: tuple[str, ...], target: str, fill: str, budget: float,
-        probes: Sequence[Probe],
-    ) -> dict[str, dict]:
-        """One cell per defence ("none" first) of `target`; all (defence, variant, probe) crops in one batch."""
-        variants = probes[0].variants
-        names = self.defence_names
-        pipe = own_pipeline(target)
-        if pipe is not None:  # read by the pipeline itself in protect_probe; a face it lost matches nothing
-            dim = self.embeddings(target).shape[1]
-            rows = [p.own[pipe][d][v] for d in names for v in variants for p in probes]
-            prot = np.stack([np.zeros(dim) if r is None else r for r in rows]).reshape(
-                len(names), len(variants), len(probes), -1)
-        else:
-            rec = self.backend.recogniser(target)
-            crops = np.stack([p.crops[rec.template][d][v] for d in names for v in variants for p in probes])
-            prot = unit_rows(rec.embed(crops)).reshape(len(names), len(variants), len(probes), -1)
-        return {cell_key(target, d): self.cell(spec, members, target, fill, budget, probes, d,
-                                               dict(zip(variants, prot[k], strict=True)))
-                for k, d in enumerate(names)}
-
-    def cell(
-        self, spec: SourceSpec, members: tuple[str, ...], target: str, fill: str, budget: float,
-        probes: Sequence[Probe], defence: str, protected: Mapping[str, np.ndarray],
-    ) -> dict[str, Any]:
-        """Metrics of one (source, target, budget, fill, defence); `protected`: variant -> (len(probes), D) unit
-        embeddings of the protected probes after that defence."""
-        embs = dict(protected)
-        blind = next((d for d in self.defences if d.name == defence and d.kind not in MASK_AWARE), None)
-        if blind is not None:
-            pos = {i: k for k, i in enumerate(self.probes)}
-            embs[DEFENCE_ONLY] = self.defended_clean(target, blind)[[pos[p.index] for p in probes]]
-        clean = unit_rows(self.embeddings(target))
-        row = {p.index: k for k, p in enumerate(probes)}
-        pi = np.array([i for i, _ in self.pairs])
-        pj = np.array([j for _, j in self.pairs])
-        before = np.sum(clean[pi] * clean[pj], axis=1)
-        thresholds, origin = self.thresholds(target)
-        ids = [p.identity for p in self.data.photos]
-        groups = self.groups
-        pair_cols: dict[str, np.ndarray] = {}
-        photo_cols: dict[str, np.ndarray] = {}
-        for v, emb in embs.items():
-            after = np.sum(emb[[row[i] for i in pi]] * clean[pj], axis=1)
-            pair_cols[delta_key(v)] = before - after
-            # cosine of each protected probe to every clean photo of the same person
-            to_refs = [clean[[j for j in groups[ids[p.index]] if j != p.index]] @ emb[k]
-                       for k, p in enumerate(probes)]
-            for far, thr in thresholds.items():
-                pair_cols[dodge_key(far, v)] = (after < thr).astype(np.float64)
-                photo_cols[dodge_key(far, v, per="photo")] = np.array([float(np.all(c < thr)) for c in to_refs])
-        for metric in ("psnr", "ssim", "changed_share", "psnr_photo", "ssim_photo"):
-            photo_cols[metric] = np.array([p.quality[defence][metric] for p in probes])
-        cell: dict[str, Any] = {
-            "source": spec.text, "target": target, "budget": float(budget), "fill": fill,
-            "members": list(members), "transfer": spec.text == LEAVE_ONE_OUT or is_transfer(members, target),
-            "n_pairs": len(self.pairs), "n_probes": len(probes),
-            "threshold_origin": origin, "thresholds": {far_label(f): t for f, t in thresholds.items()},
-            "cos_clean": float(before.mean()),
-            "mask_pixels_template": float(np.mean([p.template_pixels for p in probes])),
-            "mask_pixels_photo": float(np.mean([p.photo_pixels for p in probes])),
-        }
-        if self.defences:
-            cell["defence"] = defence
-        if fill == CLOAK:
-            cell["cloak_steps"] = float(np.mean([p.cloak_steps for p in probes]))
-        if self.recipe.evaluation.redetect:
-            cell["redetect_failed"] = int(sum(p.redetect_failed.get(defence, 0) for p in probes))
-        stats = summaries(pair_cols, seed=self.recipe.seed)
-        # an unchanged probe has infinite PSNR: the PSNR summaries cover the others
-        finite = {k: v[np.isfinite(v)] for k, v in photo_cols.items() if k.startswith("psnr")}
-        stats.update(summaries({k: v for k, v in photo_cols.items() if k not in finite}, seed=self.recipe.seed))
-        for k, v in finite.items():  # one call each: the two PSNRs may leave out different probes
-            stats.update(summaries({k: v}, seed=self.recipe.seed))
-        cell.update({k: s["mean"] for k, s in stats.items()})
-        if finite["psnr"].size < len(probes):
-            cell["psnr_unchanged_probes"] = int(len(probes) - finite["psnr"].size)
-        cell["stats"] = stats
-        genders = [self.data.photos[i].gender for i in pi]
-        if any(genders):
-            by: dict[str, dict[str, Any]] = {}
-            for g in sorted({g for g in genders if g}):
-                sel = np.array([x == g for x in genders])
-                by[g] = {k: float(v[sel].mean()) for k, v in pair_cols.items() if k.startswith("delta_cos_")}
-                by[g]["n_pairs"] = int(sel.sum())
-            cell["by_gender"] = by
-        return cell
-
-    def clean_dodging(self, target: str) -> dict[str, float]:
-        """Dodging shares of the unprotected probes (variant `clean`: the target's false rejections at each FAR),
-        per pair and per photo: the floor every protected share is read against. The same for every cell of a
-        target, so they are added when the cells are assembled (resumed shards get them too)."""
-        clean = unit_rows(self.embeddings(target))
-        thresholds, _ = self.thresholds(target)
-        cos = np.array([float(clean[i] @ clean[j]) for i, j in self.pairs])
-        ids = [p.identity for p in self.data.photos]
-        to_refs = [clean[[j for j in self.groups[ids[i]] if j != i]] @ clean[i] for i in self.probes]
-        out: dict[str, float] = {}
-        for far, thr in thresholds.items():
-            out[dodge_key(far, CLEAN)] = float(np.mean(cos < thr))
-            out[dodge_key(far, CLEAN, per="photo")] = float(np.mean([np.all(c < thr) for c in to_refs]))
-        return out

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.cells import cell_key, clean_dodging
 from bench.config import Recipe, SourceSpec
-from bench.probes import NONE
 from bench.report import far_label, write_results
 
 if TYPE_CHECKING:
@@ -44,11 +44,6 @@ def unit_key(recipe: Recipe, data_fingerprint: str, parser: str, source: str, fi
     """Key of one resumable unit: what changes its numbers (recipe cell fingerprint, data, parser, the bench's
     `UNIT_VERSION`) and its names."""
     return sha([recipe.cell_fingerprint(), data_fingerprint, parser, source, fill, float(budget), UNIT_VERSION])
-
-
-def cell_key(target: str, defence: str) -> str:
-    """Key of a cell inside a unit's shard: the target, with the defence after a `|` when there is one."""
-    return target if defence == NONE else f"{target}|{defence}"
 
 
 @dataclass(frozen=True)
@@ -134,7 +129,7 @@ def run_units(run: TransferRun, execute: UnitExecutor | None = None) -> tuple[li
         counts["unit_seconds"] += round(seconds)
         done[(job.spec.text, job.fill, job.budget)] = have
     # every kept cell was computed with today's thresholds (`same_thresholds`), so the floors match it
-    cells = [{**done[(s, f, b)][cell_key(t, d)], **run.clean_dodging(t)}
+    cells = [{**done[(s, f, b)][cell_key(t, d)], **clean_dodging(run, t)}
              for f in recipe.fills for b in recipe.budgets
              for s in recipe.sources for t in recipe.targets for d in run.defence_names
              if cell_key(t, d) in done[(s, f, float(b))]]
