@@ -22,8 +22,9 @@ Per variant and source model S:
 The mask is made in the common template, warped to the photo (nearest), the photo's pixels are blackened and the
 occluded photo is aligned again to T's template — what `facecloak protect` writes, read back from a PNG (lossless,
 so the array is used). Photos are cut to a region around the face first, which gives the same crops for less work.
-Alignment (`align_faces`), maps (`leamface.model_maps`), regions (`template_labels`) and selection
-(`leamface.select_pixels`) are the masking stage's (`facecloak.masking`), as in `protect`.
+Alignment (`align_faces`), maps (`leamface.model_maps`) and selection (`leamface.select_pixels`) are the masking
+stage's (`facecloak.masking`), as in `protect`; face regions are `bench.patterns.load_faces`'s (photo-resolution
+labels, as the committed results were measured).
 
 Cost control: layer sets are derived from one computation of (default layers + input) per (method, target),
 since the overall map is the equal-weight mean of the non-empty layer maps; the random-scatter control does not
