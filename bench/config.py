@@ -2,7 +2,8 @@
 
 Precedence (the one place it is written down): **CLI overrides > recipe file > defaults below**.
 
-- Defaults are the field defaults of the dataclasses in this module (`DataConfig`, `LeamConfig`, ...).
+- Defaults are the field defaults of the dataclasses in this module (`DataConfig`, ...) and, for `[leam]`, of
+  `facecloak.leamface.LeamSettings` (the one LEAM settings type; a recipe's table is parsed straight into it).
   `data.seed` defaults to the recipe's top-level `seed`, so one `--seed` moves both the sampling and the controls
   unless the recipe pins `data.seed` itself.
 - A recipe file sets any subset of the keys; a key this module does not know is refused (at any depth) with the
@@ -22,10 +23,11 @@ Recipe keys and units:
 ``targets``                         model ids and black-box recognisers (``mbf-arc-onnx``, ``dlib-native``,
                                     ``onnx:/path/model.onnx``)
 ``budgets``                         percent of the crop's pixels, each in (0, 100]
-``fills``                           fill names (``facecloak.fills.FILLS``) and ``cloak`` (the sparse cloak)
+``fills``                           fill names (``facecloak.protection.FILL_NAMES``: the fills and ``cloak``)
 ``controls``                        ``random-scatter``, ``random-shape``, ``other-person``, ``lastlayer-gradcam``
 ``leam``                            method, layers ("default" or a list of dotted names / "default" / "last" /
-                                    "input"), target, selection, grid (stratified), gamma (sampled),
+                                    "input"), target, selection, grid (stratified; a cell count or [n, n]),
+                                    gamma (sampled),
                                     restrict_to_face, common_template
 ``evaluation``                      format png|jpeg, jpeg_quality 1..100, redetect, far (false-accept rates)
 ``cloak``                           steps, step_size (0-255 pixel units per step), epsilon (L-inf bound in 0-255
@@ -50,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from facecloak.errors import ConfigError
+from facecloak.leamface import LeamSettings
+from leam.registry import UnknownNameError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,20 +64,14 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """Where recipes live in a source checkout (the top-level `recipes/` folder, data only)."""
 
 CONTROLS = ("random-scatter", "random-shape", "other-person", "lastlayer-gradcam")
-LEAM_TARGETS = ("reference", "flip", "contrast")
+LEAM_KEYS = ("method", "layers", "target", "selection", "grid", "gamma", "restrict_to_face", "common_template")
+"""The `[leam]` keys of a recipe: the fields of `facecloak.leamface.LeamSettings` a recipe sets (the budget is a
+matrix axis, `budgets`; batch size and extras are the engine's)."""
 FORMATS = ("png", "jpeg")
 LEAVE_ONE_OUT = "all-but-T"
 ENSEMBLE_PREFIX = "ensemble:"
 ONNX_PREFIX = "onnx:"
 LAYER_TOKENS = ("default", "last", "input")
-
-# Used only when the registries cannot be imported (a module not written yet, an optional dependency missing).
-FALLBACK_FILLS = ("black", "mean", "blur", "pixelate", "noise", "inpaint")
-FALLBACK_METHODS = ("gradcam", "layercam", "gradxact")
-FALLBACK_SELECTIONS = ("topk", "stratified", "sampled")
-FALLBACK_TEMPLATES = ("arcface112", "arcface224", "dlib150")
-FALLBACK_FARS = (0.01, 0.001, 0.0001)
-CLOAK_FILL = "cloak"
 
 # Black-box recognisers that run the same network as a differentiable model: a mask made with that model is
 # not a transfer to them, and a leave-one-out ensemble for them must leave that model out.
@@ -90,45 +88,27 @@ SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29",
 
 @dataclass(frozen=True)
 class KnownNames:
-    """The names a recipe may use. `None` in a field means "not checked" (registry unavailable)."""
+    """The model, recogniser, fill and FAR names a recipe may use; `None` in a field means "not checked" (tests of
+    the runner on hand-made models). LEAM names (methods, selectors, templates) are checked by `LeamSettings`."""
 
     models: frozenset[str] | None  # differentiable: sources and targets
     blackbox: frozenset[str] | None  # black-box recognisers: targets only
     fills: frozenset[str]
-    methods: frozenset[str]
-    selections: frozenset[str]
-    templates: frozenset[str]
     fars: frozenset[float] | None
 
 
-def _registry_names(module: str, attr: str) -> frozenset[str] | None:
-    try:
-        mod = __import__(module, fromlist=[attr])
-        return frozenset(getattr(mod, attr))
-    except (ImportError, AttributeError):
-        return None
-
-
 def known_names() -> KnownNames:
-    """Names from the live registries, falling back to the documented lists where one cannot be imported."""
-    fills = _registry_names("facecloak.fills", "FILLS")
-    methods = _registry_names("leam.methods", "METHODS")
-    selections = _registry_names("leam.select", "SELECTORS")
-    templates = _registry_names("facecloak.align", "TEMPLATES")
-    try:
-        from facecloak.thresholds import FARS
+    """Names from the live registries."""
+    from facecloak.models import MODELS
+    from facecloak.models.blackbox import RECOGNISERS
+    from facecloak.protection import FILL_NAMES
+    from facecloak.thresholds import FARS
 
-        fars: frozenset[float] | None = frozenset(float(f) for f in FARS)
-    except ImportError:
-        fars = frozenset(FALLBACK_FARS)
     return KnownNames(
-        models=_registry_names("facecloak.models", "MODELS"),
-        blackbox=_registry_names("facecloak.models.blackbox", "RECOGNISERS"),
-        fills=(fills or frozenset(FALLBACK_FILLS)) | {CLOAK_FILL},
-        methods=methods or frozenset(FALLBACK_METHODS),
-        selections=selections or frozenset(FALLBACK_SELECTIONS),
-        templates=templates or frozenset(FALLBACK_TEMPLATES),
-        fars=fars,
+        models=frozenset(MODELS),
+        blackbox=frozenset(RECOGNISERS),
+        fills=frozenset(FILL_NAMES),
+        fars=frozenset(float(f) for f in FARS),
     )
 
 
@@ -144,20 +124,6 @@ class DataConfig:
     per_identity: int | None = None
     min_photos: int = 2
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class LeamConfig:
-    """How masks are made (see docs LEAM.md). `layers` is "default" or a tuple of layer names / tokens."""
-
-    method: str = "layercam"  # chosen by measurement: bench/results/variants
-    layers: str | tuple[str, ...] = "default"
-    target: str = "contrast"
-    selection: str = "topk"
-    grid: tuple[int, int] = (8, 8)  # cells (rows, cols) of the `stratified` selection
-    gamma: float = 1.0  # exponent of the `sampled` selection
-    restrict_to_face: bool = True
-    common_template: str = "arcface112"  # where ensemble maps are averaged
 
 
 @dataclass(frozen=True)
@@ -230,7 +196,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     budgets: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
     fills: tuple[str, ...] = ("black",)
-    leam: LeamConfig = field(default_factory=LeamConfig)
+    leam: LeamSettings = field(default_factory=LeamSettings)  # `budget` unused: the budgets axis sets it per unit
     controls: tuple[str, ...] = ("random-scatter", "random-shape")
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     cloak: CloakConfig = field(default_factory=CloakConfig)
@@ -239,8 +205,13 @@ class Recipe:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists) that `recipe_from_dict` turns back into an equal recipe."""
-        return _jsonable(asdict(self))
+        """JSON-ready dict (tuples as lists) that `recipe_from_dict` turns back into an equal recipe.
+
+        `leam` holds the recipe keys only (`LEAM_KEYS`, grid as [rows, cols]): the same dict, so the same
+        fingerprints and shard keys, as when the recipe had its own LEAM settings type."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["leam"] = leam_to_dict(self.leam)
+        return _jsonable({k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in d.items()})
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of `to_dict()`: equal recipes, equal fingerprints, across runs."""
@@ -490,29 +461,51 @@ def _layers(value: Any) -> str | tuple[str, ...]:
     return tuple(items)
 
 
-def _grid(value: Any) -> tuple[int, int]:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ConfigError(f"leam.grid must be [rows, cols], got {value!r}")
-    return (_int(value[0], "leam.grid[0]", 1, 64), _int(value[1], "leam.grid[1]", 1, 64))
+def _grid(value: Any) -> int:
+    """`8` or `[8, 8]`: cells per side of the `stratified` selection (`LeamSettings.grid` is square)."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise ConfigError(f"leam.grid must be a cell count or [rows, cols], got {value!r}")
+        rows, cols = _int(value[0], "leam.grid[0]", 1, 64), _int(value[1], "leam.grid[1]", 1, 64)
+        if rows != cols:
+            raise ConfigError(f"leam.grid must be square (the stratified selector takes one cell count), got "
+                              f"{list(value)}; e.g. grid = 8")
+        return rows
+    return _int(value, "leam.grid", 1, 64)
 
 
-def _leam(raw: Mapping[str, Any], known: KnownNames) -> LeamConfig:
-    _check_keys(raw, LeamConfig, "leam")
-    d = LeamConfig()
+def leam_to_dict(settings: LeamSettings) -> dict[str, Any]:
+    """The recipe keys of `settings` (`LEAM_KEYS`) as a JSON-ready dict; `_leam` reads it back."""
+    d = {k: getattr(settings, k) for k in LEAM_KEYS}
+    d["grid"] = [settings.grid, settings.grid]
+    d["layers"] = d["layers"] if isinstance(d["layers"], str) else list(d["layers"])
+    return d
+
+
+def _leam(raw: Mapping[str, Any]) -> LeamSettings:
+    """The `[leam]` table parsed straight into `LeamSettings`, which validates the names (one `ConfigError`)."""
+    for key in raw:
+        if key not in LEAM_KEYS:
+            raise ConfigError(f"unknown key {_dotted('leam', key)!r}{_suggest(key, LEAM_KEYS)}")
+    d = LeamSettings()
     gamma = _number(raw.get("gamma", d.gamma), "leam.gamma")
     if gamma < 0:
         raise ConfigError(f"leam.gamma must be >= 0, got {gamma:g}")
-    return LeamConfig(
-        method=_choice(raw.get("method", d.method), "leam.method", known.methods),
-        layers=_layers(raw.get("layers", d.layers)),
-        target=_choice(raw.get("target", d.target), "leam.target", LEAM_TARGETS),
-        selection=_choice(raw.get("selection", d.selection), "leam.selection", known.selections),
-        grid=_grid(raw.get("grid", d.grid)),
-        gamma=gamma,
-        restrict_to_face=_bool(raw.get("restrict_to_face", d.restrict_to_face), "leam.restrict_to_face"),
-        common_template=_choice(raw.get("common_template", d.common_template), "leam.common_template",
-                                known.templates),
-    )
+    try:
+        return LeamSettings(
+            method=_str(raw.get("method", d.method), "leam.method"),
+            layers=_layers(raw.get("layers", d.layers)),
+            target=_str(raw.get("target", d.target), "leam.target"),
+            selection=_str(raw.get("selection", d.selection), "leam.selection"),
+            grid=_grid(raw.get("grid", d.grid)),
+            gamma=gamma,
+            restrict_to_face=_bool(raw.get("restrict_to_face", d.restrict_to_face), "leam.restrict_to_face"),
+            common_template=_str(raw.get("common_template", d.common_template), "leam.common_template"),
+        )
+    except UnknownNameError as exc:  # the LEAM registries' lookup error: one error type for recipes
+        raise ConfigError(f"leam: {exc.args[0] if exc.args else exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"leam: {exc}") from None
 
 
 def _evaluation(raw: Mapping[str, Any], known: KnownNames) -> EvaluationConfig:
@@ -601,7 +594,7 @@ def recipe_from_dict(raw: Mapping[str, Any], *, name: str | None = None, known: 
         targets=_targets(raw["targets"], known),
         budgets=budgets,
         fills=fills,
-        leam=_leam(_table(raw.get("leam", {}), "leam"), known),
+        leam=_leam(_table(raw.get("leam", {}), "leam")),
         controls=controls,
         evaluation=_evaluation(_table(raw.get("evaluation", {}), "evaluation"), known),
         cloak=_cloak(_table(raw.get("cloak", {}), "cloak")),
@@ -646,9 +639,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-_SECTIONS: dict[str, type] = {
-    "data": DataConfig, "leam": LeamConfig, "evaluation": EvaluationConfig, "cloak": CloakConfig,
-    "robustness": RobustnessConfig,
+_SECTIONS: dict[str, Sequence[str]] = {
+    "data": [f.name for f in fields(DataConfig)], "leam": LEAM_KEYS,
+    "evaluation": [f.name for f in fields(EvaluationConfig)], "cloak": [f.name for f in fields(CloakConfig)],
+    "robustness": [f.name for f in fields(RobustnessConfig)],
 }
 
 
@@ -667,7 +661,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             out[parts[0]] = value
             continue
         section, key = parts
-        valid = [f.name for f in fields(_SECTIONS[section])]
+        valid = list(_SECTIONS[section])
         if key not in valid:
             raise ConfigError(f"unknown key {dotted!r} in override{_suggest(key, valid)}")
         if out.get(section) is None:  # absent, or an optional section (robustness) switched off
@@ -738,8 +732,30 @@ def load_recipe(
 
 
 __all__ = [
-    "CONTROLS", "LEAVE_ONE_OUT", "SAME_NETWORK", "CloakConfig", "DataConfig", "Defence", "EvaluationConfig",
-    "KnownNames", "LeamConfig", "Recipe", "RobustnessConfig", "SourceSpec", "apply_overrides", "is_transfer",
-    "known_names", "list_recipes", "load_recipe", "parse_defence", "parse_overrides", "parse_source", "parse_value",
-    "recipe_from_dict", "recipe_path", "resolve_layers", "underlying_model",
+    "CONTROLS",
+    "LEAM_KEYS",
+    "LEAVE_ONE_OUT",
+    "SAME_NETWORK",
+    "CloakConfig",
+    "DataConfig",
+    "Defence",
+    "EvaluationConfig",
+    "KnownNames",
+    "Recipe",
+    "RobustnessConfig",
+    "SourceSpec",
+    "apply_overrides",
+    "is_transfer",
+    "known_names",
+    "leam_to_dict",
+    "list_recipes",
+    "load_recipe",
+    "parse_defence",
+    "parse_overrides",
+    "parse_source",
+    "parse_value",
+    "recipe_from_dict",
+    "recipe_path",
+    "resolve_layers",
+    "underlying_model",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,9 @@ from facecloak.align import TEMPLATES, template_matrix
 from facecloak.embedding_cache import detect_photos, detector_settings
 from facecloak.errors import DataError
 from facecloak.labelled import load_labelled_set, sample
-from facecloak.parse import FaceParser, face_region, labels_in_template
+from facecloak.parse import FaceParser, face_region, template_labels
+from facecloak.progress import Progress, no_progress
 from facecloak.types import Face
-
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
-
-
-def _no_progress(items: Iterable[Any]) -> Iterable[Any]:
-    return items
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ def prepare(
     detector: Any,
     *,
     use_cache: bool = True,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> BenchSet:
     """Sample the labelled folder (seeded), detect every photo once (cached), keep people with >= 2 faces."""
     root = Path(data_dir)
@@ -94,7 +89,7 @@ def prepare(
     if not labelled.photos:
         raise DataError(f"no person in {root} has {config.min_photos} or more photos; lower data.min_photos")
     detected = detect_photos([p.path for p in labelled.photos], detector, settings=detector_settings(detector),
-                             use_cache=use_cache, progress=progress)
+                             use_cache=use_cache, progress=lambda items: progress(items, "detecting faces"))
     no_face, unreadable = [], []
     found: list[tuple[Any, Any]] = []
     for lp, dp in zip(labelled.photos, detected, strict=True):
@@ -148,12 +143,12 @@ def face_regions(
     parser: FaceParser,
     template: str,
     read: Callable[[Path], np.ndarray],
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> np.ndarray:
-    """(N, S, S) bool: each photo's parsed face region (skin, forehead, nose, eyes, brows, lips) in `template`."""
+    """(N, S, S) bool: each photo's parsed face region (skin, forehead, nose, eyes, brows, lips) in `template`, as
+    the masking stage makes it (`facecloak.parse.template_labels`: the regions rasterised in the template)."""
     size = TEMPLATES.get(template).size
     out = np.zeros((len(data.photos), size, size), dtype=bool)
-    for p in progress(data.photos):
-        parsing = parser.parse(read(p.path), p.face)
-        out[p.index] = face_region(labels_in_template(parsing, common_matrix(p, template), size))
+    for p in progress(data.photos, "parsing faces"):
+        out[p.index] = face_region(template_labels(parser, read(p.path), p.face, common_matrix(p, template), size))
     return out

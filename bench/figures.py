@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from bench.report import MAIN_BUDGET, atomic_write_bytes, cell_is_transfer, variants_in
+from bench.report import MAIN_BUDGET, cell_is_transfer, variants_in
+from facecloak.files import atomic_write_bytes
 
 DPI = 120
 

@@ -20,7 +20,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,11 @@ import numpy as np
 from bench.stats import psnr, ssim_local_change
 from facecloak.cloak import CloakSettings
 from facecloak.errors import DataError
+from facecloak.files import atomic_write_text
 from facecloak.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
 from facecloak.io import read_image, write_image
 from facecloak.leamface import LeamSettings
+from facecloak.progress import Progress, no_progress
 from facecloak.thresholds import save_thresholds
 from facecloak.verification import FAR, Panel
 
@@ -186,7 +188,7 @@ def run(
     pipelines: Sequence[str],
     *,
     seed: int = 0,
-    progress: Callable[[Iterable[Any], str], Iterable[Any]] = lambda items, _: items,
+    progress: Progress = no_progress,
     checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Per probe: the clean and each protected file read by every pipeline. Returns the raw rows and the table.
@@ -304,7 +306,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 def calibrate(
     root: Path, *, photos: int, pipelines: Sequence[str], seed: int = 0,
-    progress: Callable[[Iterable[Any], str], Iterable[Any]] = lambda items, _: items,
+    progress: Progress = no_progress,
 ) -> dict[str, dict]:
     """Thresholds of each pipeline from the different-person pairs of one photo each of `photos` people."""
     by_id = read_manifest(root)
@@ -337,9 +339,8 @@ def save_calibration(entries: Mapping[str, dict], shipped: bool) -> Path:
 
 
 def write_outputs(result: Mapping[str, Any], out: Path, command: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "independent.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    (out / "report.md").write_text(f"# Independent evaluation\n\n`{command}`\n\n{markdown(result)}")
+    atomic_write_text(out / "independent.json", json.dumps(result, indent=1, default=float) + "\n")
+    atomic_write_text(out / "report.md", f"# Independent evaluation\n\n`{command}`\n\n{markdown(result)}")
 
 
 def _ablation() -> dict[str, Setting]:

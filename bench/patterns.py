@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,16 @@ import numpy as np
 import leam
 from bench.report import (
     PAPER_PATTERNS,
-    atomic_write_bytes,
     environment_info,
     render_patterns_markdown,
     write_results,
     write_text,
 )
 from bench.stats import summary
+from facecloak.files import atomic_write_bytes
 from facecloak.parse import REGIONS, face_region, region_shares
+from facecloak.progress import Progress, no_progress
 
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
 TEST_NAME = "Mann-Whitney U, one-sided (same > different), pairs treated as independent"
 PERMUTATION_TEST = ("identity permutation, one-sided (same > different): mean BC over all same-person pairs minus "
                     "mean over all different-person pairs, labels shuffled over photos")
@@ -54,10 +54,6 @@ MAX_DIFFERENT_PAIRS = 5000
 N_IMPOSTORS = 5  # impostor centroids per face for the `contrast` target
 ENSEMBLE = "ensemble"
 _CHUNK = 512  # pairs per BC batch: (512, 112, 112) float64 twice is ~100 MB
-
-
-def _no_progress(items: Iterable[Any]) -> Iterable[Any]:
-    return items
 
 
 # --- pairs ---------------------------------------------------------------------------------------------------
@@ -145,9 +141,12 @@ def mean_region_shares(masks: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def top_masks(maps: np.ndarray, labels: np.ndarray, budget: float, restrict_to_face: bool = True) -> np.ndarray:
-    """Top-`budget` % masks (N, S, S) bool of maps (N, S, S), inside each face's parsed region by default."""
-    region = face_region(labels) if restrict_to_face else None
-    return np.asarray(leam.topk_mask(np.asarray(maps, np.float32), budget, region=region), bool)
+    """Top-`budget` % masks (N, S, S) bool of maps (N, S, S), inside each face's parsed region by default: the
+    masking stage's selection (`leamface.select_pixels`, selector `topk`)."""
+    from facecloak.leamface import LeamSettings, select_pixels
+
+    settings = LeamSettings(selection="topk", budget=budget, restrict_to_face=restrict_to_face)
+    return select_pixels(np.asarray(maps, np.float32), settings, region=face_region(labels))
 
 
 @dataclass(frozen=True)
@@ -250,15 +249,16 @@ def cross_model_bc(overall: Mapping[str, np.ndarray]) -> dict[str, dict[str, flo
 
 @dataclass(frozen=True)
 class FaceData:
-    """The usable main faces of a labelled set, ready for LEAM.
+    """The usable main faces of a labelled set, ready for LEAM (aligned by the masking stage, `align_faces`).
 
-    crops   model id -> (N, s, s, 3) uint8 RGB in that model's template.
-    common  (N, S, S, 3) uint8 crops in the common template; labels (N, S, S) uint8 parser codes there.
+    crops   model id -> float32 (N, 3, s, s) 0-255 RGB model inputs in that model's template.
+    common  (N, S, S, 3) uint8 crops in the common template (for figures); labels (N, S, S) uint8 parser codes
+            there (the photo's label map warped into the template, see `load_faces`).
     photos  the photos themselves (uint8 RGB) when asked for (occlusion benchmarks), else None.
     """
 
     bench: Any  # bench.data.BenchSet
-    crops: dict[str, np.ndarray]
+    crops: dict[str, Any]  # torch.Tensor
     common: np.ndarray
     labels: np.ndarray
     photos: list[np.ndarray] | None
@@ -282,32 +282,43 @@ def load_faces(
     common_template: str = "arcface112",
     parser_name: str = "facemesh",
     keep_photos: bool = False,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> FaceData:
-    """Sample, detect (cached), read each photo once: crops per model, common-template crops and parser labels."""
+    """Sample, detect (cached), read each photo once and align its face once per template (the masking stage's
+    `align_faces`): model inputs per model, common-template crops and parser labels."""
+    import torch
+
     from bench.config import DataConfig
     from bench.data import prepare
-    from facecloak.align import align
+    from facecloak.align import TEMPLATES
     from facecloak.detect import load_detector
     from facecloak.io import read_image
+    from facecloak.masking import align_faces, model_templates
     from facecloak.models import get_spec
     from facecloak.parse import get_parser, labels_in_template
 
     bench_set = prepare(Path(data), DataConfig(identities=identities, per_identity=per_identity, min_photos=2,
                                                seed=seed), load_detector("mtcnn"), progress=progress)
     parser = get_parser(parser_name)
-    crops: dict[str, list[np.ndarray]] = {m: [] for m in models}
-    common, labels, photos = [], [], []
-    for p in progress(bench_set.photos):
+    size = TEMPLATES.get(common_template).size
+    templates = tuple(dict.fromkeys((*model_templates(models), common_template)))
+    inputs: dict[str, list[torch.Tensor]] = {t: [] for t in templates}
+    labels, photos = [], []
+    for p in progress(bench_set.photos, "aligning and parsing faces"):
         rgb = read_image(p.path).rgb
-        for m in models:
-            crops[m].append(align(rgb, p.face, get_spec(m).template).crop)
-        aligned = align(rgb, p.face, common_template)
-        common.append(aligned.crop)
-        labels.append(labels_in_template(parser.parse(rgb, p.face), aligned.matrix, aligned.size))
+        batch = align_faces(rgb, [p.face], (), crop_templates=templates)
+        for t in templates:
+            inputs[t].append(batch.inputs[t])
+        # Region shares are a finding of this analysis, so labels keep the parser's photo resolution (a label map
+        # of the photo warped down), as the committed patterns results were measured; the masking stage's
+        # `template_labels` paints the polygons at template resolution, where thin regions (eyes, brows) gain
+        # a few boundary pixels (skin share of the top-1 % pixels 0.25 -> 0.20 for mbf-arc on 4 deepface people).
+        labels.append(labels_in_template(parser.parse(rgb, p.face), batch.matrices[common_template][0], size))
         if keep_photos:
             photos.append(rgb)
-    return FaceData(bench_set, {m: np.stack(v) for m, v in crops.items()}, np.stack(common), np.stack(labels),
+    stacked = {t: torch.cat(v) for t, v in inputs.items()}
+    common = stacked[common_template].permute(0, 2, 3, 1).to(torch.uint8).numpy()
+    return FaceData(bench_set, {m: stacked[get_spec(m).template] for m in models}, common, np.stack(labels),
                     photos if keep_photos else None)
 
 
@@ -341,10 +352,9 @@ def impostor_centroids(embeddings: np.ndarray, identities: Sequence[str], k: int
 
 def embed_all(faces: FaceData, models: Sequence[str]) -> dict[str, np.ndarray]:
     """Clean embeddings (N, D) of every face with every model."""
-    from facecloak.leamface import embed_crops
-    from facecloak.models import cached_model
+    from facecloak.models import cached_model, embed
 
-    return {m: embed_crops(cached_model(m), faces.crops[m]).numpy() for m in models}
+    return {m: embed(cached_model(m), faces.crops[m]).numpy() for m in models}
 
 
 def maps_for(model_id: str, faces: FaceData, settings: Any, embeddings: np.ndarray, *,
@@ -432,7 +442,8 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
 
     from facecloak.align import align
     from facecloak.leamface import model_maps
-    from facecloak.models import cached_model, get_spec
+    from facecloak.masking import align_faces, model_templates
+    from facecloak.models import cached_model
     from facecloak.protection import default_detector
 
     rows: dict[str, dict[str, np.ndarray]] = {}
@@ -442,9 +453,9 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
         rgb = skdata.astronaut()
         face = max(default_detector().detect(rgb), key=lambda f: f.area)
         crop = align(rgb, face, settings.common_template).crop
+        batch = align_faces(rgb, [face], (), crop_templates=model_templates(models))
         for m in models:
-            mm = model_maps(m, cached_model(m), align(rgb, face, get_spec(m).template).crop[None],
-                            replace(settings, target="flip"))
+            mm = model_maps(m, cached_model(m), batch.for_model(m), replace(settings, target="flip"))
             rows[m] = {**{layer: mm.layer_maps[0, j] for j, layer in enumerate(mm.layers)}, "overall": mm.overall[0]}
         return crop, rows, "skimage astronaut, flip target"
     one = FaceData(faces.bench, {m: faces.crops[m][:1] for m in models}, faces.common[:1], faces.labels[:1], None)
@@ -499,7 +510,7 @@ def run_patterns(
     models: Sequence[str] | None = None,
     seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     max_different: int = MAX_DIFFERENT_PAIRS,
     figures: bool = True,
 ) -> dict[str, Any]:
@@ -529,7 +540,7 @@ def run_patterns(
     overall: dict[str, np.ndarray] = {}
     values: dict[str, dict[str, np.ndarray]] = {}
     timing: dict[str, float] = {}
-    for m in progress(model_ids):
+    for m in progress(model_ids, "LEAM maps per model"):
         t0 = time.perf_counter()
         impostors = (impostor_centroids(embeddings[m], ids, N_IMPOSTORS, np.random.default_rng([seed, 7]))
                      if settings.target == "contrast" else None)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import LEAVE_ONE_OUT, is_transfer, parse_source
-from facecloak.files import atomic_write_bytes
+from facecloak.files import atomic_write_text
 
 PAPER_TRANSFER: dict[str, Any] = {
     "delta_cos_leam": 0.1148,
@@ -125,19 +125,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def write_results(out_dir: str | Path, payload: Mapping[str, Any], name: str = "results.json") -> Path:
     """Write `payload` as `out_dir/name` atomically (temp file + rename); non-finite floats become null."""
     text = json.dumps(_finite(payload), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    return _atomic_write_text(Path(out_dir) / name, text)
+    return atomic_write_text(Path(out_dir) / name, text)
 
 
 def write_text(out_dir: str | Path, name: str, text: str) -> Path:
     """Write a report (report.md, patterns.md) atomically."""
-    return _atomic_write_text(Path(out_dir) / name, text)
+    return atomic_write_text(Path(out_dir) / name, text)
 
 
 # --- cell arithmetic -----------------------------------------------------------------------------------------

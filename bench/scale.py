@@ -3,7 +3,7 @@
 The driver does what every unit shares and is cheap once: detection (cached), face regions and the clean
 embeddings of every target. Then, in one Ray session, two rounds of actors, each building its own `TransferRun`
 over the same recipe, data and OUT: the first computes the LEAM maps of each source member (one model per item,
-cached under OUT/cache/ as locally), the second computes whole units (`bench.transfer.compute_unit`) reading those
+cached under OUT/cache/ as locally), the second computes whole units (`bench.units.compute_unit`) reading those
 caches. The driver writes each unit's shard as it comes back, so a rerun resumes exactly as a local one.
 Workers need the data folder, OUT and the model cache at the same paths (true on a local Ray; on a
 cluster, a shared filesystem). Cells equal the local run's within float noise (workers use 1 torch thread).
@@ -15,14 +15,16 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from bench.backend import Backend
 from bench.config import Recipe
-from bench.transfer import Backend, TransferRun, UnitExecutor, UnitJob, compute_unit
+from bench.transfer_run import TransferRun
+from bench.units import UnitExecutor, UnitJob, compute_unit
 from facecloak.scale.ray import RayConfig, actor_map, ray_session
 
 
 def ray_units(config: RayConfig, make_backend: Callable[[], Backend]) -> UnitExecutor:
     """A `run_transfer(units=...)` executor; `make_backend` (picklable, e.g. functools.partial of
-    `bench.transfer.default_backend`) builds each actor's models."""
+    `bench.backend.default_backend`) builds each actor's models."""
 
     def execute(run: TransferRun, jobs: Sequence[UnitJob]) -> Iterator[tuple[int, dict[str, dict], float]]:
         if not jobs:

@@ -1,6 +1,6 @@
 """Which LEAM variant makes the paper's findings hold? A fractional comparison on a labelled set.
 
-    python -m bench.variants --data ../shared/faces/deepface -o OUT [--sources mbf-arc,dlib-r29]
+    facecloak bench variants --data ../shared/faces/deepface -o OUT [--sources mbf-arc,dlib-r29]
                              [--targets mbf-arc,dlib-r29,mbf-tf] [--probes-per-identity 2] [--seed 0]
                              [--extra "layercam/early/topk/contrast;..."] [--variants "...;..."]
 
@@ -22,6 +22,9 @@ Per variant and source model S:
 The mask is made in the common template, warped to the photo (nearest), the photo's pixels are blackened and the
 occluded photo is aligned again to T's template — what `facecloak protect` writes, read back from a PNG (lossless,
 so the array is used). Photos are cut to a region around the face first, which gives the same crops for less work.
+Alignment (`align_faces`), maps (`leamface.model_maps`) and selection (`leamface.select_pixels`) are the masking
+stage's (`facecloak.masking`), as in `protect`; face regions are `bench.patterns.load_faces`'s (photo-resolution
+labels, as the committed results were measured).
 
 Cost control: layer sets are derived from one computation of (default layers + input) per (method, target),
 since the overall map is the equal-weight mean of the non-empty layer maps; the random-scatter control does not
@@ -30,9 +33,6 @@ depend on the variant and is evaluated once.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -170,7 +170,8 @@ class Occluder:
 
     def __init__(self, faces: FaceData, targets: Sequence[str], embeddings: Mapping[str, np.ndarray],
                  probes: Sequence[Probe], common_template: str) -> None:
-        from facecloak.align import TEMPLATES, compose_affine, template_matrix
+        from facecloak.align import TEMPLATES, compose_affine
+        from facecloak.masking import align_faces
         from facecloak.models import get_spec
 
         if faces.photos is None:
@@ -185,8 +186,9 @@ class Occluder:
         templates = {t: get_spec(t).template for t in targets}
         for probe in self.probes:
             photo, face = faces.photos[probe.index], faces.bench.photos[probe.index].face
-            mats = {t: template_matrix(face, TEMPLATES.get(tpl)) for t, tpl in templates.items()}
-            common = template_matrix(face, TEMPLATES.get(common_template))
+            matrices = align_faces(photo, [face], (*templates.values(), common_template)).matrices
+            mats = {t: matrices[tpl][0] for t, tpl in templates.items()}
+            common = matrices[common_template][0]
             x0, y0, x1, y1 = _region(photo.shape, [*mats.values(), common],
                                      [*(self.sizes[t] for t in targets), TEMPLATES.get(common_template).size])
             shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])  # region pixels -> photo pixels
@@ -274,6 +276,7 @@ class Study:
         self._maps: dict[tuple[str, str, str], np.ndarray] = {}
         self._scatter: dict[str, np.ndarray] | None = None
         self.map_seconds: dict[str, float] = {}
+        self.command = ""  # the command line recorded in variants.json
 
     def _layer_maps(self, source: str, method: str, target: str) -> np.ndarray:
         key = (source, method, target)
@@ -562,8 +565,10 @@ def run_variants(
     variants: Sequence[Variant] | None = None,
     extra: Sequence[Variant] = (),
     log: Any = None,
+    command: str = "",
 ) -> dict[str, Any]:
-    """Evaluate the design on the labelled set in `data`; writes OUT/variants.json and OUT/variants.md."""
+    """Evaluate the design on the labelled set in `data`; writes OUT/variants.json and OUT/variants.md.
+    log: a `(message) -> None` callback for progress lines (the CLI prints them); command: recorded in the output."""
     start = time.perf_counter()
     log = log or (lambda msg: None)
     out = Path(out)
@@ -571,6 +576,7 @@ def run_variants(
     faces = load_faces(Path(data), models, identities=identities, seed=seed, keep_photos=True)
     study = Study(faces, sources, targets, budget=budget, seed=seed, probes_per_identity=probes_per_identity,
                   max_different=max_different, log=log)
+    study.command = command
     design = list(variants) if variants is not None else one_factor_design()
     results: list[dict[str, Any]] = []
 
@@ -607,7 +613,7 @@ def _write(out: Path, results: list[dict[str, Any]], study: Study, start: float,
         "variants": results, "combinations": combos, "recommendation": rec,
         "recommendation_text": recommendation_text(rec, results),
         "map_seconds": study.map_seconds,
-        "environment": {**environment_info(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "environment": {**environment_info(), "command": study.command,
                         "run_time_s": round(time.perf_counter() - start, 1)},
     }
     write_results(out, payload, "variants.json")
@@ -615,49 +621,23 @@ def _write(out: Path, results: list[dict[str, Any]], study: Study, start: float,
     return payload
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="labelled folder (manifest.csv)")
-    ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--sources", default="mbf-arc,dlib-r29", help="models that make masks")
-    ap.add_argument("--targets", default="mbf-arc,dlib-r29,mbf-tf", help="models the occlusion is measured on")
-    ap.add_argument("--budget", type=float, default=1.0, help="percent of the face region")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--probes-per-identity", type=int, default=2, help="0 = all photos are probes")
-    ap.add_argument("--identities", type=int, default=None)
-    ap.add_argument("--combinations", type=int, default=2, help="combos of the best levels to add")
-    ap.add_argument("--variants", default=None, help="explicit ';'-separated method/layers/selection/target list")
-    ap.add_argument("--extra", default=None, help="';'-separated variants to add to the design")
-    args = ap.parse_args(argv)
-    def parse(text: str | None) -> list[Variant]:
-        found = []
-        for item in (text or "").split(";"):
-            parts = item.strip().split("/")
-            if not item.strip():
-                continue
-            if len(parts) != len(FACTORS):
-                ap.error(f"variant {item!r}: expected method/layers/selection/target")
-            for (factor, levels), level in zip(FACTORS.items(), parts, strict=True):
-                if level not in levels:
-                    ap.error(f"{factor} {level!r} is not one of {', '.join(levels)}")
-            found.append(Variant(*parts))
-        return found
+def parse_variants(text: str | None) -> list[Variant]:
+    """`"layercam/early/topk/contrast;gradcam/default/topk/reference"` -> variants; `ConfigError` names a bad one."""
+    from facecloak.errors import ConfigError
 
-    chosen = parse(args.variants) or None
-
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-    payload = run_variants(args.data, args.out, sources=args.sources.split(","), targets=args.targets.split(","),
-                           budget=args.budget, seed=args.seed, probes_per_identity=args.probes_per_identity or None,
-                           identities=args.identities, n_combinations=args.combinations, variants=chosen,
-                           extra=parse(args.extra), log=log)
-    print(json.dumps(payload["recommendation"], indent=2))
-    return 0
+    found = []
+    for item in (text or "").split(";"):
+        if not item.strip():
+            continue
+        parts = item.strip().split("/")
+        if len(parts) != len(FACTORS):
+            raise ConfigError(f"variant {item.strip()!r}: expected method/layers/selection/target, e.g. "
+                              f"{BASELINE.name}")
+        for (factor, levels), level in zip(FACTORS.items(), parts, strict=True):
+            if level not in levels:
+                raise ConfigError(f"variant {item.strip()!r}: {factor} {level!r} is not one of {', '.join(levels)}")
+        found.append(Variant(*parts))
+    return found
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["BASELINE", "FACTORS", "Variant", "combinations", "one_factor_design", "run_variants"]
+__all__ = ["BASELINE", "FACTORS", "Variant", "combinations", "one_factor_design", "parse_variants", "run_variants"]

@@ -23,9 +23,6 @@ KNOWN = KnownNames(
     models=frozenset({"mbf-arc", "mobileface", "hse-mnv1", "dlib-r29"}),
     blackbox=frozenset({"mbf-arc-onnx", "dlib-native"}),
     fills=frozenset({"black", "inpaint", "cloak"}),
-    methods=frozenset({"gradcam", "layercam"}),
-    selections=frozenset({"topk", "stratified"}),
-    templates=frozenset({"arcface112"}),
     fars=frozenset({0.01, 0.001}),
 )
 
@@ -111,6 +108,13 @@ def test_budget_100_is_allowed_and_ints_become_floats() -> None:
         ({"robustness": {"defences": ["jpeg101"]}}, "out of range"),
         ({"cloak": {"epsilon": 300}}, "cloak.epsilon"),
         ({"leam": "gradcam"}, "leam must be a table"),
+        ({"leam": {"method": "layercamm"}}, r"leam: unknown .*'layercamm'.*layercam"),
+        ({"leam": {"selection": "top"}}, r"leam: unknown .*'top'"),
+        ({"leam": {"target": "nobody"}}, r"leam: unknown LEAM target 'nobody'"),
+        ({"leam": {"common_template": "arcface113"}}, r"leam: unknown .*'arcface113'"),
+        ({"leam": {"grid": [8, 4]}}, r"leam.grid must be square"),
+        ({"leam": {"grid": 0}}, r"leam.grid must be in \[1, 64\]"),
+        ({"leam": {"budget": 2}}, r"unknown key 'leam\.budget'"),
     ],
 )
 def test_invalid_values_are_refused(changes: dict, message: str) -> None:
@@ -218,3 +222,23 @@ def test_defence_and_layer_parsing() -> None:
         parse_defence("sharpen")
     assert resolve_layers("default", ("a", "b", "c")) == ("a", "b", "c")
     assert resolve_layers(["last", "input", "default"], ("a", "b", "c")) == ("c", "input", "a", "b")
+
+
+def test_leam_table_parses_into_the_one_settings_type() -> None:
+    from facecloak.leamface import LeamSettings
+
+    r = build(leam={"method": "gradcam", "grid": [4, 4], "selection": "stratified", "layers": ["last", "input"]})
+    assert isinstance(r.leam, LeamSettings)
+    assert (r.leam.method, r.leam.grid, r.leam.selection, r.leam.layers) == ("gradcam", 4, "stratified",
+                                                                           ("last", "input"))
+    assert build(leam={"grid": 4}).leam == r.leam.__class__(grid=4)
+    # the recipe dict keeps the recipe keys and the [rows, cols] grid, so fingerprints (shard keys) stay as they were
+    assert r.to_dict()["leam"] == {"method": "gradcam", "layers": ["last", "input"], "target": "contrast",
+                                   "selection": "stratified", "grid": [4, 4], "gamma": 1.0,
+                                   "restrict_to_face": True, "common_template": "arcface112"}
+    assert recipe_from_dict(r.to_dict(), known=KNOWN) == r
+
+
+def test_paper_fingerprint_is_unchanged_by_the_settings_type() -> None:
+    """The committed bench/results shards were keyed with this fingerprint (bench.config before LeamSettings)."""
+    assert load_recipe("paper").cell_fingerprint().startswith("a7161c0cf787")

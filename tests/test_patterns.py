@@ -241,3 +241,28 @@ def test_pairwise_matrices_match_the_pair_functions_and_feed_the_permutation_tes
         assert block[key]["n_permutations"] == N_PERMUTATIONS
         assert block[key]["p_value_permutation"] < 0.05  # the synthetic maps are person-specific
     assert "p_value_permutation" not in analyse_model(maps, labels, pairs, budget=25.0)["bc_full"]
+
+
+def test_parse_variants_reads_the_cli_list_and_names_a_bad_entry() -> None:
+    from bench.variants import parse_variants
+    from facecloak.errors import ConfigError
+
+    assert parse_variants(None) == [] and parse_variants(" ; ") == []
+    assert parse_variants("layercam/early/topk/contrast;gradcam/default/topk/reference") == [
+        Variant("layercam", "early", "topk", "contrast"), BASELINE]
+    with pytest.raises(ConfigError, match="expected method/layers/selection/target"):
+        parse_variants("layercam/early/topk")
+    with pytest.raises(ConfigError, match="selection 'top' is not one of"):
+        parse_variants("layercam/early/top/contrast")
+
+
+def test_bench_variants_is_a_cli_command_that_refuses_a_bad_variant_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facecloak.cli import app
+    from facecloak.errors import ConfigError
+
+    result = CliRunner().invoke(app, ["bench", "variants", "--data", str(tmp_path / "missing"), "-o",
+                                      str(tmp_path / "out"), "--variants", "layercam/early/topk/nobody"])
+    assert isinstance(result.exception, ConfigError) and "target 'nobody'" in str(result.exception)
+    assert not (tmp_path / "out").exists()

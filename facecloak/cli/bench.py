@@ -1,4 +1,5 @@
-"""`facecloak bench ...`: the transfer benchmark (`run`) and the LEAM pattern analysis (`patterns`).
+"""`facecloak bench ...`: the transfer benchmark (`run`), the LEAM pattern analysis (`patterns`), the LEAM variant
+study (`variants`) and the independent-recogniser measurements.
 
 A thin shell: it reads the recipe and overrides (precedence CLI > recipe > defaults, see bench.config), then calls
 `bench.transfer.run_transfer` / `bench.patterns.run_patterns`. The `bench` package ships with the source checkout.
@@ -19,7 +20,8 @@ from rich.console import Console
 from facecloak.cli.common import progress_iter
 from facecloak.errors import FacecloakError
 
-bench_app = typer.Typer(help="Measure LEAM: transfer benchmark and pattern analysis (needs the source checkout).",
+bench_app = typer.Typer(help="Measure LEAM: transfer benchmark, pattern analysis, variant study (needs the source "
+                             "checkout).",
                         no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
@@ -135,6 +137,40 @@ def patterns_command(
     settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
     patterns.run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models),
                           seed=seed, overrides=settings, progress=progress_iter)
+
+
+@bench_app.command("variants")
+def variants_command(
+    data: Annotated[Path, typer.Option(help="Labelled folder: manifest.csv or one sub-folder per identity.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder (variants.json, variants.md).")],
+    sources: Annotated[str, typer.Option(help="Comma-separated models that make the masks.")] = "mbf-arc,dlib-r29",
+    targets: Annotated[str, typer.Option(help="Comma-separated models the occlusion is measured on.")] = (
+        "mbf-arc,dlib-r29,mbf-tf"),
+    budget: Annotated[float, typer.Option(help="Percent of the face region.")] = 1.0,
+    seed: int = 0,
+    probes_per_identity: Annotated[int, typer.Option(min=0, help="Probes per person (0: every photo).")] = 2,
+    identities: Annotated[int | None, typer.Option(min=1, help="Sample this many people (seeded).")] = None,
+    combinations: Annotated[int, typer.Option(min=0, help="Combinations of the best levels to add.")] = 2,
+    variants: Annotated[str | None, typer.Option(help="Explicit ';'-separated method/layers/selection/target "
+                                                      "list instead of the design.")] = None,
+    extra: Annotated[str | None, typer.Option(help="';'-separated variants added to the design.")] = None,
+) -> None:
+    """Which LEAM variant (method, layers, selection, target) makes the paper's findings hold."""
+    import json
+
+    from facecloak.cli.common import parse_names
+
+    with _bench_checkout():
+        from bench import variants as study
+
+    payload = study.run_variants(
+        data, out, sources=parse_names(sources) or [], targets=parse_names(targets) or [], budget=budget, seed=seed,
+        probes_per_identity=probes_per_identity or None, identities=identities, n_combinations=combinations,
+        variants=study.parse_variants(variants) or None, extra=study.parse_variants(extra),
+        log=lambda msg: err.print(msg, highlight=False), command=_command_line(),
+    )
+    console.print(json.dumps(payload["recommendation"], indent=2))
+    console.print(f"wrote {out / 'variants.json'} and {out / 'variants.md'}")
 
 
 @bench_app.command("independent")
