@@ -23,7 +23,7 @@ Recipe keys and units:
 ``targets``                         model ids and black-box recognisers (``mbf-arc-onnx``, ``dlib-native``,
                                     ``onnx:/path/model.onnx``)
 ``budgets``                         percent of the crop's pixels, each in (0, 100]
-``fills``                           fill names (``facecloak.protection.FILL_NAMES``: the fills and ``cloak``)
+``fills``                           fill names (``facecloak.fills.FILLS``, ``cloak`` included)
 ``controls``                        ``random-scatter``, ``random-shape``, ``other-person``, ``lastlayer-gradcam``
 ``leam``                            method, layers ("default" or a list of dotted names / "default" / "last" /
                                     "input"), target, selection, grid (stratified; a cell count or [n, n]),
@@ -99,15 +99,15 @@ class KnownNames:
 
 def known_names() -> KnownNames:
     """Names from the live registries."""
+    from facecloak.fills import FILLS
     from facecloak.models import MODELS
     from facecloak.models.blackbox import RECOGNISERS
-    from facecloak.protection import FILL_NAMES
     from facecloak.thresholds import FARS
 
     return KnownNames(
         models=frozenset(MODELS),
         blackbox=frozenset(RECOGNISERS),
-        fills=frozenset(FILL_NAMES),
+        fills=frozenset(FILLS.names()),
         fars=frozenset(float(f) for f in FARS),
     )
 

@@ -89,7 +89,7 @@ def prepare(
     if not labelled.photos:
         raise DataError(f"no person in {root} has {config.min_photos} or more photos; lower data.min_photos")
     detected = detect_photos([p.path for p in labelled.photos], detector, settings=detector_settings(detector),
-                             use_cache=use_cache, progress=lambda items: progress(items, "detecting faces"))
+                             use_cache=use_cache, progress=progress)
     no_face, unreadable = [], []
     found: list[tuple[Any, Any]] = []
     for lp, dp in zip(labelled.photos, detected, strict=True):

@@ -28,8 +28,8 @@ from bench.data import BenchPhoto, common_matrix
 from bench.defences import apply_defence
 from bench.stats import changed_share, psnr, ssim, ssim_local_change
 from facecloak.align import TEMPLATES, align, warp_to_photo
-from facecloak.cloak import CloakSettings, SourceModel, cloak
-from facecloak.fills import FILLS
+from facecloak.cloak import CloakSettings, SourceModel
+from facecloak.fills import get_fill
 from facecloak.independent import get_independent, iou, match_faces, read_photo
 from facecloak.masking import align_faces
 from facecloak.types import Face
@@ -118,8 +118,9 @@ def fill_photo(
     `facecloak.fills.FILLS`, or the sparse cloak against the `members` (each with the leave-this-photo-out centroid
     of the person on that model and its threshold at the recipe's strictest FAR)."""
     rng = ctl.control_rng(run.recipe.seed, photo.index, budget, f"fill:{fill}:{variant}")
-    if fill != CLOAK:
-        return FILLS.get(fill)(image, mask, rng=rng), 0
+    spec = get_fill(fill)
+    if not spec.needs_models:
+        return spec(image, mask, rng=rng), 0
     cc = run.recipe.cloak
     settings = CloakSettings(steps=cc.steps, step_size=cc.step_size, epsilon=cc.epsilon, diversity=cc.diversity,
                              early_stop=cc.early_stop, eot=cc.eot, decoy=cc.decoy)
@@ -138,7 +139,7 @@ def fill_photo(
         ))
     # torch warns on read-only arrays (decoded photos are): hand the cloak a writable copy
     writable = image if image.flags.writeable else image.copy()
-    return cloak(writable, mask, sources, settings, seed=int(rng.integers(2**31)))
+    return spec.function(writable, mask, sources, settings, seed=int(rng.integers(2**31)))
 
 
 def eval_face(run: TransferRun, image: np.ndarray, photo: BenchPhoto) -> tuple[Face, bool]:
