@@ -245,7 +245,8 @@ class TransferRun:
 
     def _select(self, overall: np.ndarray, region: np.ndarray, budget: float, index: int, variant: str) -> np.ndarray:
         seed = int(ctl.control_rng(self.recipe.seed, index, budget, f"select:{variant}").integers(2**31))
-        return select_pixels(overall[None], self.recipe.leam, region=region[None], seed=seed, budget=budget)[0]
+        settings = dataclasses.replace(self.recipe.leam, budget=budget)
+        return select_pixels(overall[None], settings, region=region[None], seed=seed)[0]
 
     def template_masks(self, members: tuple[str, ...], index: int, budget: float) -> dict[str, np.ndarray]:
         """LEAM mask and every control of the recipe for photo `index`, (S, S) bool in the common template."""
