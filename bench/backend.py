@@ -16,17 +16,18 @@ from typing import Any
 
 from torch import nn
 
-from facecloak.embedding_cache import detector_settings
+from facecloak.faces.parse import FaceParser
 from facecloak.models.blackbox import Recogniser
-from facecloak.parse import FaceParser
-from facecloak.thresholds import Thresholds
+from facecloak.verification.embedding_cache import detector_settings
+from facecloak.verification.thresholds import Thresholds
 
 
 @dataclass(frozen=True)
 class Network:
     """A differentiable source model: module (float RGB 0-255 (N, 3, S, S) -> (N, D)), its template, layers.
 
-    `id` names a spec of `facecloak.models.MODELS`: the masking stage (`facecloak.leamface.model_maps`) reads the
+    `id` names a spec of `facecloak.models.MODELS`: the masking stage (`facecloak.masking.leamface.model_maps`) reads
+    the
     model's template there (tests register their hand-made models' specs)."""
 
     id: str
@@ -66,11 +67,11 @@ def _weights_tag(name: str) -> str:
 
 def default_backend(*, use_cache: bool = True) -> Backend:
     """The real zoo: MTCNN, FaceMesh (landmarks5 with a note when FaceMesh is not pulled), shipped/user thresholds."""
-    from facecloak.detect import load_detector
+    from facecloak.faces.detect import load_detector
+    from facecloak.faces.parse import get_parser, is_parser_pulled
     from facecloak.models import MODELS, get_spec, load_model
     from facecloak.models.blackbox import differentiable_recogniser, get_recogniser
-    from facecloak.parse import get_parser, is_parser_pulled
-    from facecloak.thresholds import load_thresholds
+    from facecloak.verification.thresholds import load_thresholds
 
     notes: list[str] = []
     if is_parser_pulled():

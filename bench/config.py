@@ -3,7 +3,7 @@
 Precedence (the one place it is written down): **CLI overrides > recipe file > defaults below**.
 
 - Defaults are the field defaults of the dataclasses in this module (`DataConfig`, ...) and, for `[leam]`, of
-  `facecloak.leamface.LeamSettings` (the one LEAM settings type; a recipe's table is parsed straight into it).
+  `facecloak.masking.leamface.LeamSettings` (the one LEAM settings type; a recipe's table is parsed straight into it).
   `data.seed` defaults to the recipe's top-level `seed`, so one `--seed` moves both the sampling and the controls
   unless the recipe pins `data.seed` itself.
 - A recipe file sets any subset of the keys; a key this module does not know is refused (at any depth) with the
@@ -23,7 +23,7 @@ Recipe keys and units:
 ``targets``                         model ids and black-box recognisers (``mbf-arc-onnx``, ``dlib-native``,
                                     ``onnx:/path/model.onnx``)
 ``budgets``                         percent of the crop's pixels, each in (0, 100]
-``fills``                           fill names (``facecloak.fills.FILLS``, ``cloak`` included)
+``fills``                           fill names (``facecloak.protection.fills.FILLS``, ``cloak`` included)
 ``controls``                        ``random-scatter``, ``random-shape``, ``other-person``, ``lastlayer-gradcam``
 ``leam``                            method, layers ("default" or a list of dotted names / "default" / "last" /
                                     "input"), target, selection, grid (stratified; a cell count or [n, n]),
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from facecloak.errors import ConfigError
-from facecloak.leamface import LeamSettings
+from facecloak.masking.leamface import LeamSettings
 from leam.registry import UnknownNameError
 
 if sys.version_info >= (3, 11):
@@ -65,7 +65,7 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 CONTROLS = ("random-scatter", "random-shape", "other-person", "lastlayer-gradcam")
 LEAM_KEYS = ("method", "layers", "target", "selection", "grid", "gamma", "restrict_to_face", "common_template")
-"""The `[leam]` keys of a recipe: the fields of `facecloak.leamface.LeamSettings` a recipe sets (the budget is a
+"""The `[leam]` keys of a recipe: the fields of `facecloak.masking.leamface.LeamSettings` a recipe sets (the budget is a
 matrix axis, `budgets`; batch size and extras are the engine's)."""
 FORMATS = ("png", "jpeg")
 LEAVE_ONE_OUT = "all-but-T"
@@ -75,7 +75,8 @@ LAYER_TOKENS = ("default", "last", "input")
 
 # Black-box recognisers that run the same network as a differentiable model: a mask made with that model is
 # not a transfer to them, and a leave-one-out ensemble for them must leave that model out.
-# Targets that read the decoded photo through their OWN detection, landmarks and alignment (facecloak.independent)
+# Targets that read the decoded photo through their OWN detection, landmarks and alignment
+# (facecloak.verification.independent)
 # are named `own:<pipeline>`; the held-out evaluation every recipe reports.
 OWN_PREFIX = "own:"
 SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29",
@@ -99,10 +100,10 @@ class KnownNames:
 
 def known_names() -> KnownNames:
     """Names from the live registries."""
-    from facecloak.fills import FILLS
     from facecloak.models import MODELS
     from facecloak.models.blackbox import RECOGNISERS
-    from facecloak.thresholds import FARS
+    from facecloak.protection.fills import FILLS
+    from facecloak.verification.thresholds import FARS
 
     return KnownNames(
         models=frozenset(MODELS),
@@ -145,7 +146,7 @@ class CloakConfig:
     epsilon: float | None = None  # L-inf bound around the original pixel values; None = only [0, 255]
     diversity: bool = False  # random resize/shift of the crop per step (transfer-oriented)
     early_stop: bool = True  # stop once every source is below its threshold
-    eot: tuple[str, ...] = ("jitter", "mirror")  # transformations sampled per step (facecloak.cloak.EOT)
+    eot: tuple[str, ...] = ("jitter", "mirror")  # transformations sampled per step (facecloak.protection.cloak.EOT)
     decoy: float = 0.0  # weight of the pull towards a dissimilar identity
 
 

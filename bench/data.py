@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from bench.config import DataConfig
-from facecloak.align import TEMPLATES, template_matrix
-from facecloak.embedding_cache import detect_photos, detector_settings
 from facecloak.errors import DataError
-from facecloak.labelled import load_labelled_set, sample
-from facecloak.parse import FaceParser, face_region, template_labels
+from facecloak.faces.align import TEMPLATES, template_matrix
+from facecloak.faces.face import Face
+from facecloak.faces.parse import FaceParser, face_region, template_labels
+from facecloak.photos.labelled import load_labelled_set, sample
 from facecloak.progress import Progress, no_progress
-from facecloak.types import Face
+from facecloak.verification.embedding_cache import detect_photos, detector_settings
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def face_regions(
     progress: Progress = no_progress,
 ) -> np.ndarray:
     """(N, S, S) bool: each photo's parsed face region (skin, forehead, nose, eyes, brows, lips) in `template`, as
-    the masking stage makes it (`facecloak.parse.template_labels`: the regions rasterised in the template)."""
+    the masking stage makes it (`facecloak.faces.parse.template_labels`: the regions rasterised in the template)."""
     size = TEMPLATES.get(template).size
     out = np.zeros((len(data.photos), size, size), dtype=bool)
     for p in progress(data.photos, "parsing faces"):

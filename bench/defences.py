@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.config import Defence
-from facecloak.fills import check_image_and_mask
+from facecloak.protection.fills import check_image_and_mask
 from leam.registry import Registry
 
 MASK_AWARE = frozenset({"inpaint-mask"})  # kinds that read the mask; the others are blind whole-photo processing

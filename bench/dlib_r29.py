@@ -4,7 +4,7 @@
 
 fidelity  cosine between native dlib's descriptor and the port's, on the same dlib chips (LFW + deepface)
 template  mean 68-point landmark positions (eye centres, nose tip, mouth corners) in dlib's 150 px / 0.25 chip,
-          for checking the `dlib150` five-point template in facecloak.align
+          for checking the `dlib150` five-point template in facecloak.faces.align
 auc       genuine vs impostor cosine AUC of the port on deepface (dlib chips), rank formula
 lfw       LFW 10-fold accuracy (official pairs.txt) of the port on chips cut by dlib's own pipeline (HOG detector +
           5- or 68-point shape predictor + get_face_chip), the pipeline dlib's published 99.38 % comes from;
@@ -240,8 +240,8 @@ def lfw_chips(tools: DlibTools, photos: list[Path], predictor: Any) -> tuple[dic
 def measure_lfw(tools: DlibTools, model: torch.nn.Module, lfw: Path, predictors: str = "5,68") -> None:
     """10-fold accuracy with cosine and with dlib's own score (Euclidean distance of the raw descriptors), each
     also with the descriptors of the chip and its mirror image summed (flip test-time augmentation)."""
-    from facecloak.labelled import read_lfw_pairs
-    from facecloak.roc import ten_fold_accuracy
+    from facecloak.photos.labelled import read_lfw_pairs
+    from facecloak.verification.roc import ten_fold_accuracy
 
     pairs = read_lfw_pairs(lfw / "pairs.txt")
     photos = sorted({p for _, a, b, _ in pairs for p in (a, b)})

@@ -262,7 +262,7 @@ def level_examples(rgb: np.ndarray, out: str | Path, levels: Sequence[str] = ("l
     SSIM and changed pixels."""
     import facecloak
     from bench.stats import ssim_local_change
-    from facecloak.levels import LEVELS
+    from facecloak.protection.levels import LEVELS
 
     panels = [("original", rgb)]
     quality: dict[str, dict[str, float]] = {}

@@ -1,5 +1,6 @@
 """Protection measured the way the world meets it: `facecloak.protect` writes a file, independent recognisers
-read the decoded file through their own detection, landmarks, alignment and resampling (`facecloak.independent`)
+read the decoded file through their own detection, landmarks, alignment and resampling
+(`facecloak.verification.independent`)
 and compare it with the person's other, unprotected photos.
 
     facecloak bench independent --data ../shared/faces/lfw --people 200 -o out/independent \
@@ -28,15 +29,15 @@ from typing import Any
 import numpy as np
 
 from bench.stats import psnr, ssim_local_change
-from facecloak.cloak import CloakSettings
 from facecloak.errors import DataError
 from facecloak.files import atomic_write_text
-from facecloak.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
-from facecloak.io import read_image, write_image
-from facecloak.leamface import LeamSettings
+from facecloak.masking.leamface import LeamSettings
+from facecloak.photos.io import read_image, write_image
 from facecloak.progress import Progress, no_progress
-from facecloak.thresholds import save_thresholds
-from facecloak.verification import FAR, Panel
+from facecloak.protection.cloak import CloakSettings
+from facecloak.verification.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
+from facecloak.verification.panel import FAR, Panel
+from facecloak.verification.thresholds import save_thresholds
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def write_outputs(result: Mapping[str, Any], out: Path, command: str) -> None:
 def _ablation() -> dict[str, Setting]:
     """The named settings of the ablation: each adds one ingredient to the one before (30 steps each, so every
     cloak costs the same number of model evaluations)."""
-    from facecloak.levels import CLOAK_SOURCES, TRANSFER_EOT
+    from facecloak.protection.levels import CLOAK_SOURCES, TRANSFER_EOT
 
     old = CloakSettings(steps=30)  # the cloak before this study: stop at the sources' thresholds - 0.05
     s = {
@@ -376,21 +377,21 @@ def _ablation() -> dict[str, Setting]:
 
 
 def level_setting(name: str) -> Setting:
-    from facecloak.levels import LEVELS
+    from facecloak.protection.levels import LEVELS
 
     lv = LEVELS.get(name)
     return Setting(name, lv.fill, lv.budget, lv.models, lv.cloak)
 
 
 def default_setting_names() -> list[str]:
-    from facecloak.levels import ORDER
+    from facecloak.protection.levels import ORDER
 
     return list(ORDER)
 
 
 def settings_by_name(names: Sequence[str]) -> list[Setting]:
     """Levels (`low`, `medium`, `high`) and ablation settings by name; `NAME+random` is NAME's random control."""
-    from facecloak.levels import LEVELS
+    from facecloak.protection.levels import LEVELS
 
     ablation = _ablation()
     out = []

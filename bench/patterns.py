@@ -42,8 +42,8 @@ from bench.report import (
     write_text,
 )
 from bench.stats import summary
+from facecloak.faces.parse import REGIONS, face_region, region_shares
 from facecloak.files import atomic_write_bytes
-from facecloak.parse import REGIONS, face_region, region_shares
 from facecloak.progress import Progress, no_progress
 
 TEST_NAME = "Mann-Whitney U, one-sided (same > different), pairs treated as independent"
@@ -143,7 +143,7 @@ def mean_region_shares(masks: np.ndarray, labels: np.ndarray) -> dict[str, float
 def top_masks(maps: np.ndarray, labels: np.ndarray, budget: float, restrict_to_face: bool = True) -> np.ndarray:
     """Top-`budget` % masks (N, S, S) bool of maps (N, S, S), inside each face's parsed region by default: the
     masking stage's selection (`leamface.select_pixels`, selector `topk`)."""
-    from facecloak.leamface import LeamSettings, select_pixels
+    from facecloak.masking.leamface import LeamSettings, select_pixels
 
     settings = LeamSettings(selection="topk", budget=budget, restrict_to_face=restrict_to_face)
     return select_pixels(np.asarray(maps, np.float32), settings, region=face_region(labels))
@@ -290,12 +290,12 @@ def load_faces(
 
     from bench.config import DataConfig
     from bench.data import prepare
-    from facecloak.align import TEMPLATES
-    from facecloak.detect import load_detector
-    from facecloak.io import read_image
-    from facecloak.masking import align_faces, model_templates
+    from facecloak.faces.align import TEMPLATES
+    from facecloak.faces.detect import load_detector
+    from facecloak.faces.parse import get_parser, labels_in_template
+    from facecloak.masking.stage import align_faces, model_templates
     from facecloak.models import get_spec
-    from facecloak.parse import get_parser, labels_in_template
+    from facecloak.photos.io import read_image
 
     bench_set = prepare(Path(data), DataConfig(identities=identities, per_identity=per_identity, min_photos=2,
                                                seed=seed), load_detector("mtcnn"), progress=progress)
@@ -362,7 +362,7 @@ def maps_for(model_id: str, faces: FaceData, settings: Any, embeddings: np.ndarr
     """`ModelMaps` of every face with `settings`; reference / contrast targets use the leave-one-out centroids."""
     import torch
 
-    from facecloak.leamface import model_maps
+    from facecloak.masking.leamface import model_maps
     from facecloak.models import cached_model
 
     refs = torch.from_numpy(loo_references(embeddings, faces.identities))
@@ -377,7 +377,7 @@ def leam_settings(overrides: Mapping[str, Any] | None, **base: Any) -> Any:
     from dataclasses import fields
 
     from facecloak.errors import ConfigError
-    from facecloak.leamface import LeamSettings
+    from facecloak.masking.leamface import LeamSettings
 
     known = {f.name for f in fields(LeamSettings)}
     values = {**base, **dict(overrides or {})}
@@ -440,11 +440,11 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
     lands inside the repository (shared photos must not be committed), else the set's first photo."""
     from dataclasses import replace
 
-    from facecloak.align import align
-    from facecloak.leamface import model_maps
-    from facecloak.masking import align_faces, model_templates
+    from facecloak.faces.align import align
+    from facecloak.masking.leamface import model_maps
+    from facecloak.masking.stage import align_faces, model_templates
     from facecloak.models import cached_model
-    from facecloak.protection import default_detector
+    from facecloak.protection.protect import default_detector
 
     rows: dict[str, dict[str, np.ndarray]] = {}
     if use_astronaut:

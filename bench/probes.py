@@ -27,12 +27,12 @@ from bench.config import OWN_PREFIX, Defence
 from bench.data import BenchPhoto, common_matrix
 from bench.defences import apply_defence
 from bench.stats import changed_share, psnr, ssim, ssim_local_change
-from facecloak.align import TEMPLATES, align, warp_to_photo
-from facecloak.cloak import CloakSettings, SourceModel
-from facecloak.fills import get_fill
-from facecloak.independent import get_independent, iou, match_faces, read_photo
-from facecloak.masking import align_faces
-from facecloak.types import Face
+from facecloak.faces.align import TEMPLATES, align, warp_to_photo
+from facecloak.faces.face import Face
+from facecloak.masking.stage import align_faces
+from facecloak.protection.cloak import CloakSettings, SourceModel
+from facecloak.protection.fills import get_fill
+from facecloak.verification.independent import get_independent, iou, match_faces, read_photo
 
 if TYPE_CHECKING:
     from bench.transfer_run import TransferRun
@@ -115,7 +115,8 @@ def fill_photo(
     budget: float, variant: str,
 ) -> tuple[np.ndarray, int]:
     """`image` with the pixels of `mask` filled; returns (photo, cloak steps). An occlusion fill of
-    `facecloak.fills.FILLS`, or the sparse cloak against the `members` (each with the leave-this-photo-out centroid
+    `facecloak.protection.fills.FILLS`, or the sparse cloak against the `members` (each with the leave-this-photo-out
+    centroid
     of the person on that model and its threshold at the recipe's strictest FAR)."""
     rng = ctl.control_rng(run.recipe.seed, photo.index, budget, f"fill:{fill}:{variant}")
     spec = get_fill(fill)

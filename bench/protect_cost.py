@@ -58,7 +58,7 @@ def whole_photo_quality(rows: list[dict]) -> dict:
     import math
 
     from bench.stats import psnr, ssim_local_change
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     values = []
     for r in rows:

@@ -12,7 +12,7 @@ api        the same through the JSON API only (POST -> poll every 50 ms -> GET i
 burst      `--concurrent` uploads at once through the API (level low), twice; wall time until all are done
 memory     peak resident memory while working (VmRSS sampled every 50 ms and the kernel's VmHWM)
 
-Photos come from installed packages (facecloak.bundled.bundled_photos): skimage's astronaut (512x512, one face)
+Photos come from installed packages (facecloak.photos.bundled.bundled_photos): skimage's astronaut (512x512, one face)
 and insightface's t1 (1280x886, six faces). Prints Markdown; every number carries its n and the machine load.
 """
 
@@ -99,7 +99,7 @@ DEFAULT_CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def measure_serve(n: int = 5, n_medium: int = 3, concurrent: int = 20, chromium: str = DEFAULT_CHROMIUM) -> str:
     """Run every measurement of the module docstring against a fresh `facecloak serve`; returns the Markdown.
     `n`: runs per photo at level low; `n_medium`: runs of the astronaut at level medium (the cloak)."""
-    from facecloak.bundled import bundled_photos
+    from facecloak.photos.bundled import bundled_photos
 
     photos = bundled_photos()
     tmp = Path(tempfile.mkdtemp(prefix="facecloak-measure-"))

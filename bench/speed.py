@@ -29,9 +29,9 @@ from facecloak.files import atomic_write_text
 def _crops(model_id: str, n: int) -> np.ndarray:
     from skimage import data
 
-    from facecloak.align import align
+    from facecloak.faces.align import align
     from facecloak.models import get_spec
-    from facecloak.protection import default_detector
+    from facecloak.protection.protect import default_detector
 
     img = data.astronaut()
     face = default_detector().detect(img)[0]
@@ -43,7 +43,7 @@ def measure_one(model_id: str, repeats: int) -> dict:
     import torch
 
     import leam
-    from facecloak.leamface import to_tensor
+    from facecloak.masking.leamface import to_tensor
     from facecloak.models import get_spec, load_model
 
     model = load_model(model_id)

@@ -154,8 +154,8 @@ def deface_tool(path: str) -> Tool | None:
 
 CLOAK_SNIPPET = r"""
 import json, sys, time
-from facecloak.io import read_image
-from facecloak.protection import protect
+from facecloak.photos.io import read_image
+from facecloak.protection.protect import protect
 paths = sys.argv[1:]
 protect(read_image(paths[0]).rgb, fill="cloak")  # warm-up: models, impostor bank, first-call costs
 faces = steps = 0
@@ -178,8 +178,8 @@ def cloak_seconds_per_face(source: Path, photos: list[Path]) -> dict[str, float]
 
 PROFILE_SNIPPET = r"""
 import cProfile, json, pstats, sys
-from facecloak.io import read_image
-from facecloak.protection import protect
+from facecloak.photos.io import read_image
+from facecloak.protection.protect import protect
 photos = [read_image(p).rgb for p in sys.argv[1:]]
 protect(photos[0])  # warm-up
 profiler = cProfile.Profile()
@@ -218,8 +218,8 @@ def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
 
 MEMORY_SNIPPET = r"""
 import json, resource, sys
-from facecloak.io import read_image
-from facecloak.protection import protect
+from facecloak.photos.io import read_image
+from facecloak.protection.protect import protect
 count, paths = int(sys.argv[1]), sys.argv[2:]
 def rss_mb():
     for line in open("/proc/self/status"):

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 from skimage.metrics import structural_similarity
 
-from facecloak.fills import bounding_box
+from facecloak.protection.fills import bounding_box
 
 DEFAULT_RESAMPLES = 2000
 _BOOTSTRAP_CELLS = 4_000_000  # resample indices drawn per block, to bound memory on large n

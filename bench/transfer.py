@@ -36,7 +36,7 @@ Images are uint8 RGB. Cosines are plain floats.
 Modules (this one is the orchestration, `run_transfer`):
 
 - `bench.backend`: models, detector, parser, thresholds (`Backend`, injectable; `default_backend` is the zoo);
-- `bench.transfer_run`: `TransferRun`, the caches around the masking stage (`facecloak.masking`: alignment,
+- `bench.transfer_run`: `TransferRun`, the caches around the masking stage (`facecloak.masking.stage`: alignment,
   maps, regions, selection), the masks and controls;
 - `bench.cells`: the metrics of a cell (Δcos, dodging, image quality);
 - `bench.probes`: fills, encoding, defences, re-detection and quality of one probe;

@@ -18,9 +18,9 @@ from bench.data import common_matrix
 from bench.probes import DEFENCE_ONLY, LEAM, fill_photo
 from bench.report import MAIN_BUDGET, NO_DEFENCE, delta_key, dodge_key, far_label, main_budget
 from bench.transfer_run import TransferRun
-from facecloak.align import warp_to_photo
+from facecloak.faces.align import warp_to_photo
+from facecloak.faces.face import Face
 from facecloak.files import atomic_write_bytes
-from facecloak.types import Face
 
 
 def _inside(path: Path, folder: Path) -> bool:

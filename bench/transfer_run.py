@@ -2,7 +2,7 @@
 stage (face regions, clean embeddings, thresholds, LEAM maps), the masks of each probe, and the units' cells
 (metrics in `bench.cells`).
 
-The masking itself is `facecloak.masking`'s, as `protect` and `explain` use it: faces aligned once per template
+The masking itself is `facecloak.masking.stage`'s, as `protect` and `explain` use it: faces aligned once per template
 (`align_faces`), LEAM maps per model in the common template (`leamface.model_maps`), regions rasterised in the
 common template (`parse.template_labels`), selection through `leam.SELECTORS` (`leamface.select_pixels`). The bench
 adds only what a benchmark needs around it: the person's leave-this-photo-out centroid as the reference and
@@ -39,16 +39,16 @@ from bench.probes import (
     unit_rows,
 )
 from bench.units import sha, slug
-from facecloak.align import TEMPLATES
-from facecloak.embedding_cache import DetectedPhoto, embed_main_faces
 from facecloak.errors import ConfigError
+from facecloak.faces.align import TEMPLATES
 from facecloak.files import atomic_path
-from facecloak.independent import threshold_id
-from facecloak.io import read_image
-from facecloak.leamface import LeamSettings, model_maps, select_pixels
-from facecloak.masking import align_faces
+from facecloak.masking.leamface import LeamSettings, model_maps, select_pixels
+from facecloak.masking.stage import align_faces
+from facecloak.photos.io import read_image
 from facecloak.progress import Progress, no_progress
-from facecloak.roc import cosine_matrix, threshold_at_far
+from facecloak.verification.embedding_cache import DetectedPhoto, embed_main_faces
+from facecloak.verification.independent import threshold_id
+from facecloak.verification.roc import cosine_matrix, threshold_at_far
 
 IMPOSTOR_CENTROIDS = 8  # other people's centroids used by the `contrast` LEAM target
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 UNIT_VERSION = "template-regions-v2"
 """Part of every unit key. v2: face regions are rasterised in the common template by the masking stage
-(`facecloak.parse.template_labels`) instead of a photo-sized label map warped down, which moves region edges by
+(`facecloak.faces.parse.template_labels`) instead of a photo-sized label map warped down, which moves region edges by
 a pixel; shards written before that are computed again."""
 
 

@@ -23,7 +23,7 @@ The mask is made in the common template, warped to the photo (nearest), the phot
 occluded photo is aligned again to T's template — what `facecloak protect` writes, read back from a PNG (lossless,
 so the array is used). Photos are cut to a region around the face first, which gives the same crops for less work.
 Alignment (`align_faces`), maps (`leamface.model_maps`) and selection (`leamface.select_pixels`) are the masking
-stage's (`facecloak.masking`), as in `protect`; face regions are `bench.patterns.load_faces`'s (photo-resolution
+stage's (`facecloak.masking.stage`), as in `protect`; face regions are `bench.patterns.load_faces`'s (photo-resolution
 labels, as the committed results were measured).
 
 Cost control: layer sets are derived from one computation of (default layers + input) per (method, target),
@@ -170,8 +170,8 @@ class Occluder:
 
     def __init__(self, faces: FaceData, targets: Sequence[str], embeddings: Mapping[str, np.ndarray],
                  probes: Sequence[Probe], common_template: str) -> None:
-        from facecloak.align import TEMPLATES, compose_affine
-        from facecloak.masking import align_faces
+        from facecloak.faces.align import TEMPLATES, compose_affine
+        from facecloak.masking.stage import align_faces
         from facecloak.models import get_spec
 
         if faces.photos is None:
@@ -205,8 +205,8 @@ class Occluder:
     def delta_cos(self, masks: np.ndarray) -> dict[str, np.ndarray]:
         """Per target: Δcos of every genuine pair (probe order, then reference order) for the masks (P, S, S) of
         the probes in the common template."""
-        from facecloak.align import warp_crop, warp_to_photo
-        from facecloak.leamface import embed_crops
+        from facecloak.faces.align import warp_crop, warp_to_photo
+        from facecloak.masking.leamface import embed_crops
         from facecloak.models import cached_model
 
         crops: dict[str, list[np.ndarray]] = {t: [] for t in self.targets}
@@ -229,7 +229,7 @@ class Occluder:
 
 def _region(shape: tuple[int, ...], matrices: Sequence[np.ndarray], sizes: Sequence[int]) -> tuple[int, int, int, int]:
     """Photo pixel box covering every crop's footprint with a margin (antialiasing reads a few pixels beyond)."""
-    from facecloak.align import apply_affine, invert_affine
+    from facecloak.faces.align import apply_affine, invert_affine
 
     pts = []
     for m, s in zip(matrices, sizes, strict=True):
@@ -257,8 +257,8 @@ class Study:
 
     def __init__(self, faces: FaceData, sources: Sequence[str], targets: Sequence[str], *, budget: float,
                  seed: int, probes_per_identity: int | None, max_different: int, log: Any = None) -> None:
+        from facecloak.faces.parse import face_region
         from facecloak.models import get_spec
-        from facecloak.parse import face_region
 
         self.faces, self.sources, self.targets = faces, tuple(sources), tuple(targets)
         self.budget, self.seed = budget, seed
@@ -309,7 +309,7 @@ class Study:
     def masks(self, overall: np.ndarray, empty: np.ndarray, v: Variant) -> np.ndarray:
         """Selected pixels of every face; a face without relevance gets uniform random pixels of its face region
         (a map with no preference; the same pixels as its random-scatter control)."""
-        from facecloak.leamface import select_pixels
+        from facecloak.masking.leamface import select_pixels
 
         settings = leam_settings({"selection": v.selection, "budget": self.budget})
         masks = select_pixels(overall, settings, region=self.region, seed=self.seed)

@@ -51,7 +51,7 @@ def pipeline(
 
 def write_batch(batch: dict[str, Any], input_dir: str, out_dir: str) -> dict[str, Any]:
     """Write each image to OUT/<relative path>.png (atomic, no overwrite); keep only small columns."""
-    from facecloak.io import write_image
+    from facecloak.photos.io import write_image
 
     outputs = []
     for image, path in zip(batch["image"], batch["path"], strict=True):

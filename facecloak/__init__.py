@@ -20,11 +20,11 @@ _LAZY = {"Person", "ProtectResult", "build_person", "protect", "protect_batch"}
 
 def __getattr__(name: str) -> Any:
     if name == "verify":
-        from facecloak import verification
+        from facecloak.verification import panel as verification
 
         return verification.verify
     if name in _LAZY:
-        from facecloak import protection
+        from facecloak.protection import protect as protection
 
         return getattr(protection, name)
     raise AttributeError(f"module 'facecloak' has no attribute {name!r}")

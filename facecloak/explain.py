@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from facecloak.align import warp_to_photo
 from facecloak.errors import ConfigError, ImageError
-from facecloak.leamface import LeamSettings
-from facecloak.masking import align_faces, mask_faces, model_templates, resolve_device
+from facecloak.faces.align import warp_to_photo
+from facecloak.faces.face import Face
+from facecloak.faces.parse import FaceParser, face_region, region_shares
+from facecloak.masking.leamface import LeamSettings
+from facecloak.masking.stage import align_faces, mask_faces, model_templates, resolve_device
 from facecloak.models import cached_model
-from facecloak.parse import FaceParser, face_region, region_shares
-from facecloak.types import Face
 
 ModelLoader = Callable[[str], nn.Module]
 
@@ -43,7 +43,7 @@ class FaceExplanation:
     template_overall (S, S) float32 distribution: the ensemble map in the common template.
     template_layers  "model/layer" -> (S, S) float32 distribution (all zeros for an empty layer).
     template_mask    (S, S) bool: the selection in the common template.
-    template_labels  (S, S) uint8 parser labels in the common template (codes of `facecloak.parse.REGIONS`).
+    template_labels  (S, S) uint8 parser labels in the common template (codes of `facecloak.faces.parse.REGIONS`).
     region_shares    region name -> fraction of the template mask's pixels in that region (sums to 1).
     target           the LEAM target used: "reference" (other photos of the person) or "flip".
     empty_layers     "model/layer" names whose relevance was all zero (left out of the overall map).

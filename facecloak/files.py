@@ -1,4 +1,4 @@
-"""Small torch-free file helpers shared by the pull step, caches, reports and `facecloak.io`'s image writer."""
+"""Small torch-free file helpers shared by the pull step, caches, reports and `facecloak.photos.io`'s image writer."""
 
 from __future__ import annotations
 

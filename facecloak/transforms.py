@@ -3,7 +3,7 @@
 Models are named, not passed, so the transform serialises with `A.to_dict` / `A.from_dict` (import
 `facecloak.transforms` before `A.from_dict`: albumentations finds classes by their registered full name) and
 pickles into DataLoader workers; each process loads the weights it needs the first time it applies the transform
-(`facecloak.models.cached_model`, `facecloak.protection.default_detector`, one copy per process).
+(`facecloak.models.cached_model`, `facecloak.protection.protect.default_detector`, one copy per process).
 
 Budget and fill may be sampled per image from a range / list, using albumentations' seeded generator, so
 `A.Compose(..., seed=s)` gives the same output for the same input. Images without a face pass through
@@ -20,16 +20,16 @@ import albumentations as A
 import numpy as np
 
 from facecloak.errors import ConfigError
-from facecloak.fills import get_fill
-from facecloak.leamface import check_budget
-from facecloak.parse import PARSERS
-from facecloak.protection import DEFAULT_MODELS
+from facecloak.faces.parse import PARSERS
+from facecloak.masking.leamface import check_budget
+from facecloak.protection.fills import get_fill
+from facecloak.protection.protect import DEFAULT_MODELS
 
 
 @lru_cache(maxsize=2)
 def _parser(name: str) -> Any:
     """One face parser per process and name (loaded lazily, like the models)."""
-    from facecloak.parse import get_parser
+    from facecloak.faces.parse import get_parser
 
     return get_parser(name)
 
@@ -40,9 +40,10 @@ class LeamOcclusion(A.ImageOnlyTransform):
     Args:
         models: source model ids whose relevance chooses the pixels (and, for "cloak", that are optimised against).
         budget: percent of face pixels in (0, 100], a number or a (low, high) range sampled uniformly per image.
-        fill: a fill name or a list of names sampled uniformly per image (`facecloak.fills.FILLS`, "cloak" included).
+        fill: a fill name or a list of names sampled uniformly per image (`facecloak.protection.fills.FILLS`, "cloak"
+        included).
         cloak_steps: optimisation steps when the fill is "cloak".
-        parser: face parser bounding the face region, a name from `facecloak.parse.PARSERS`: "facemesh" (default)
+        parser: face parser bounding the face region, a name from `facecloak.faces.parse.PARSERS`: "facemesh" (default)
             or "landmarks5" (no weights).
         p: probability of applying the transform.
     Targets: image (uint8 RGB, H x W x 3).
@@ -103,8 +104,8 @@ class LeamOcclusion(A.ImageOnlyTransform):
         leam_seed: int = 0,
         **params: Any,
     ) -> np.ndarray:
-        from facecloak.cloak import CloakSettings
-        from facecloak.protection import protect
+        from facecloak.protection.cloak import CloakSettings
+        from facecloak.protection.protect import protect
 
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ConfigError(f"LeamOcclusion expects uint8 RGB images (H, W, 3), got {img.dtype} {img.shape}")

@@ -27,7 +27,7 @@ def need_weights() -> None:
     """Skip unless the detector and mbf-arc are pulled (the fast settings need nothing else)."""
     from facecloak.errors import FacecloakError
     from facecloak.models import cached_model
-    from facecloak.protection import default_detector
+    from facecloak.protection.protect import default_detector
 
     try:
         default_detector()
@@ -40,7 +40,7 @@ def need_default_weights() -> None:
     """Skip unless the detector and every default source model are pulled (the real serve pipeline needs them)."""
     from facecloak.errors import FacecloakError
     from facecloak.models import cached_model
-    from facecloak.protection import DEFAULT_MODELS, default_detector
+    from facecloak.protection.protect import DEFAULT_MODELS, default_detector
 
     try:
         default_detector()
@@ -66,7 +66,7 @@ def astronaut_face(side: int = 120) -> np.ndarray:
 
 def small_copy(src: Path, dst: Path, max_side: int = 320) -> Path:
     """A downscaled copy of a real photo (upright, no metadata), saved in the format of `dst`'s suffix."""
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     rgb = read_image(src).rgb
     scale = max_side / max(rgb.shape[:2])

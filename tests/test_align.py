@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facecloak.align import (
+from facecloak.errors import ConfigError, ImageError, NoFaceError
+from facecloak.faces.align import (
     _DLIB_MEAN_FACE_X,
     _DLIB_MEAN_FACE_Y,
     TEMPLATES,
@@ -28,8 +29,7 @@ from facecloak.align import (
     warp_crop,
     warp_to_photo,
 )
-from facecloak.errors import ConfigError, ImageError, NoFaceError
-from facecloak.types import Face
+from facecloak.faces.face import Face
 
 ANGLES = st.floats(-np.pi, np.pi)
 SCALES = st.floats(0.3, 3.0)

@@ -225,7 +225,7 @@ def test_defence_and_layer_parsing() -> None:
 
 
 def test_leam_table_parses_into_the_one_settings_type() -> None:
-    from facecloak.leamface import LeamSettings
+    from facecloak.masking.leamface import LeamSettings
 
     r = build(leam={"method": "gradcam", "grid": [4, 4], "selection": "stratified", "layers": ["last", "input"]})
     assert isinstance(r.leam, LeamSettings)

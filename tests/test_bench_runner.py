@@ -32,11 +32,11 @@ from bench.transfer import (
     loo_centroids,
     run_transfer,
 )
-from facecloak.align import ARCFACE_112
+from facecloak.faces.align import ARCFACE_112
+from facecloak.faces.face import Face
+from facecloak.faces.parse import get_parser
 from facecloak.models.blackbox import Recogniser
-from facecloak.parse import get_parser
-from facecloak.thresholds import Thresholds
-from facecloak.types import Face
+from facecloak.verification.thresholds import Thresholds
 
 PHOTO = 160
 IDENTITIES = ("ann", "bob", "cy")

@@ -25,7 +25,7 @@ from _protect_support import (
 )
 from PIL import ExifTags, Image
 
-from facecloak.io import read_image
+from facecloak.photos.io import read_image
 
 pytestmark = [pytest.mark.real, pytest.mark.shared]
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bench.config import parse_defence
 from bench.defences import DEFENCES, MASK_AWARE, apply_defence, blur, inpaint_mask, jpeg, resize
-from facecloak.fills import FILLS
+from facecloak.protection.fills import FILLS
 
 RECIPE_NAMES = ("jpeg90", "jpeg75", "jpeg50", "resize50", "blur1", "inpaint-mask")
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from facecloak.detect import (
+from facecloak.errors import ConfigError, ImageError
+from facecloak.faces.detect import (
     DETECTORS,
     Mtcnn,
     MtcnnDetector,
@@ -25,9 +26,8 @@ from facecloak.detect import (
     regress_boxes,
     square_boxes,
 )
-from facecloak.errors import ConfigError, ImageError
+from facecloak.faces.face import Face
 from facecloak.models.pull import is_pulled
-from facecloak.types import Face
 
 # ---------------------------------------------------------------------------------------------- pure steps
 

@@ -1,4 +1,5 @@
-"""`facecloak.embedding_cache`: the one progress protocol and the atomic cache writes, with a fake detector and
+"""`facecloak.verification.embedding_cache`: the one progress protocol and the atomic cache writes, with a fake
+detector and
 recogniser (no weights)."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecloak.embedding_cache import detect_photos, embed_main_faces
-from facecloak.types import Face
+from facecloak.faces.face import Face
+from facecloak.verification.embedding_cache import detect_photos, embed_main_faces
 
 
 class OneFace:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from facecloak.align import TEMPLATES, template_matrix
 from facecloak.errors import ConfigError, ImageError
 from facecloak.explain import explain_faces, heat_overlay, leave_one_out_references, mask_image, to_heatmap
-from facecloak.leamface import LeamSettings
-from facecloak.parse import Landmarks5Parser, face_region
-from facecloak.types import Face
+from facecloak.faces.align import TEMPLATES, template_matrix
+from facecloak.faces.face import Face
+from facecloak.faces.parse import Landmarks5Parser, face_region
+from facecloak.masking.leamface import LeamSettings
 from leam import selection_count
 
 
@@ -133,7 +133,7 @@ def test_explain_cli_on_a_bundled_photo(tmp_path: Path) -> None:
 
     import leam
     from facecloak.cli import app
-    from facecloak.detect import DETECTORS
+    from facecloak.faces.detect import DETECTORS
     from facecloak.models.pull import is_pulled
 
     require_pulled("mbf-arc")
@@ -158,7 +158,7 @@ def test_explain_cli_on_a_bundled_photo(tmp_path: Path) -> None:
     assert facts["mask_pixels_template"] == selection_count(1.0, facts["face_region_pixels_template"])
     assert mask.sum() == facts["mask_pixels_photo"]
     # The photo mask covers ~1 % of the face region warped onto the photo (same scale for both).
-    from facecloak.detect import load_detector
+    from facecloak.faces.detect import load_detector
 
     face = max(load_detector("mtcnn").detect(rgb), key=lambda f: f.area)
     region = face_region(Landmarks5Parser().parse(rgb, face).labels)

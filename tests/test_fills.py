@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from facecloak.errors import ConfigError
-from facecloak.fills import FILLS, blur, cloak_fill, get_fill, inpaint, mean, noise, pixelate
+from facecloak.protection.fills import FILLS, blur, cloak_fill, get_fill, inpaint, mean, noise, pixelate
 
 EXPECTED_FILLS = {"black", "mean", "blur", "pixelate", "noise", "inpaint"}  # occlusion fills: image, mask, rng
 

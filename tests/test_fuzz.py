@@ -22,8 +22,8 @@ from PIL import Image
 
 import leam
 from facecloak.errors import ImageError
-from facecloak.fills import FILLS
-from facecloak.io import Photo, read_image
+from facecloak.photos.io import Photo, read_image
+from facecloak.protection.fills import FILLS
 
 EXAMPLES = {"random_bytes": 300, "mutated_files": 300, "fills": 200, "selection": 200}
 SUFFIXES = [".jpg", ".png", ".gif", ".tif", ".webp", ".bmp", ".heic"]

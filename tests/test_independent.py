@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from bench.independent import choose_probes, gmsd, settings_by_name, table, wilson
-from facecloak.cloak import CloakSettings, _Draw, _jittered, _jpeg_through, _photo_transform, crop_grid
 from facecloak.errors import ConfigError
-from facecloak.independent import SeenFace, iou, match_faces
-from facecloak.verification import FaceVerdict
+from facecloak.protection.cloak import CloakSettings, _Draw, _jittered, _jpeg_through, _photo_transform, crop_grid
+from facecloak.verification.independent import SeenFace, iou, match_faces
+from facecloak.verification.panel import FaceVerdict
 
 # --- pure pieces ----------------------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def panel():
     pytest.importorskip("dlib")
     from conftest import require_pulled
 
-    from facecloak.verification import Panel
+    from facecloak.verification.panel import Panel
 
     require_pulled("hse-mnv1", "mbf-arc")
     return Panel()
@@ -133,7 +133,7 @@ def panel():
 @pytest.mark.real
 @pytest.mark.shared
 def test_each_pipeline_matches_the_same_person_and_not_another(panel, lfw_dir: Path) -> None:
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     same = [read_image(lfw_dir / "Aaron_Peirsol" / f"Aaron_Peirsol_000{i}.jpg").rgb for i in (1, 2)]
     other = read_image(lfw_dir / "AJ_Cook" / "AJ_Cook_0001.jpg").rgb
@@ -150,7 +150,7 @@ def test_verdict_of_an_unchanged_photo_is_matched_by_every_recogniser_and_a_blur
 ) -> None:
     import cv2
 
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
     found = panel.read(rgb)["dlib"]
@@ -167,7 +167,7 @@ def test_verdict_of_an_unchanged_photo_is_matched_by_every_recogniser_and_a_blur
 @pytest.mark.shared
 def test_python_api_verify_finds_the_faces_itself(panel, lfw_dir: Path) -> None:
     import facecloak
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
     verdicts = facecloak.verify(rgb, rgb.copy())

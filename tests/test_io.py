@@ -15,7 +15,7 @@ import pytest
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
 
 from facecloak.errors import ConfigError, ImageError
-from facecloak.io import find_images, list_images, output_path_for, read_image, write_image
+from facecloak.photos.io import find_images, list_images, output_path_for, read_image, write_image
 
 GPS = ExifTags.IFD.GPSInfo
 GPS_VALUES = {1: "N", 2: (52.0, 22.0, 1.5), 3: "E", 4: (4.0, 53.0, 0.25)}
@@ -618,7 +618,7 @@ def test_png_text_chunk_bomb_is_refused_as_a_bomb_not_as_damage(tmp_path: Path) 
     from PIL import PngImagePlugin
 
     from facecloak.errors import ImageError
-    from facecloak.io import read_image
+    from facecloak.photos.io import read_image
 
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, "PNG")

@@ -1,4 +1,4 @@
-"""facecloak.masking (the one masking stage), the template-space parser labels, the device option, the selector
+"""facecloak.masking.stage (the one masking stage), the template-space parser labels, the device option, the selector
 registry dispatch, the bundled photos and the on-disk impostor bank."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 import leam
-from facecloak import impostors
-from facecloak.align import TEMPLATES, align, template_matrix
 from facecloak.errors import ConfigError
-from facecloak.leamface import LeamSettings, select_pixels
-from facecloak.masking import align_faces, mask_faces, resolve_device
+from facecloak.faces.align import TEMPLATES, align, template_matrix
+from facecloak.faces.face import Face
+from facecloak.faces.parse import OTHER, REGIONS, Landmarks5Parser, face_region, labels_in_template, template_labels
+from facecloak.masking import impostors
+from facecloak.masking.leamface import LeamSettings, select_pixels
+from facecloak.masking.stage import align_faces, mask_faces, resolve_device
 from facecloak.models import embed_crops, to_tensor
-from facecloak.parse import OTHER, REGIONS, Landmarks5Parser, face_region, labels_in_template, template_labels
-from facecloak.types import Face
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,10 +163,12 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("first", ["facecloak.leamface", "facecloak.impostors", "facecloak.bundled",
-                                   "facecloak.protection", "facecloak.masking", "facecloak.explain"])
+@pytest.mark.parametrize("first", ["facecloak.masking.leamface", "facecloak.masking.impostors",
+                                   "facecloak.photos.bundled", "facecloak.protection.protect",
+                                   "facecloak.masking.stage", "facecloak.explain"])
 def test_no_import_loop_whatever_is_imported_first(first: str) -> None:
-    done = _run(f"import {first}; import facecloak.leamface, facecloak.impostors, facecloak.protection")
+    everything = "facecloak.masking.leamface, facecloak.masking.impostors, facecloak.protection.protect"
+    done = _run(f"import {first}; import {everything}")
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -174,7 +176,7 @@ def test_bundled_photos_do_not_import_insightface() -> None:
     pytest.importorskip("skimage")
     done = _run(
         "import sys\n"
-        "from facecloak.bundled import bundled_photos\n"
+        "from facecloak.photos.bundled import bundled_photos\n"
         "photos = bundled_photos()\n"
         "from skimage import data\n"
         "assert (photos['astronaut'] == data.astronaut()).all()\n"
@@ -190,7 +192,7 @@ def test_impostor_bank_is_cached_on_disk_by_weights(tmp_path: Path, monkeypatch:
 
     require_pulled("mbf-arc")  # the bank's faces come from MTCNN, whose weights are pulled with the models
     pytest.importorskip("skimage")
-    from facecloak.detect import default_detector
+    from facecloak.faces.detect import default_detector
 
     default_detector()  # loaded from the real cache before FACECLOAK_HOME moves
     monkeypatch.setenv("FACECLOAK_HOME", str(tmp_path))
@@ -214,7 +216,7 @@ def test_impostor_bank_is_cached_on_disk_by_weights(tmp_path: Path, monkeypatch:
     assert impostors.bank_path("mbf-arc", TinyNet(seed=1)) != path
     # The cached bank equals the embedding of the bundled faces.
     monkeypatch.undo()
-    from facecloak.bundled import bundled_photos
+    from facecloak.photos.bundled import bundled_photos
 
     photos = bundled_photos().values()
     crops = [align(img, f, "arcface112").crop for img in photos for f in default_detector().detect(img)]
@@ -232,7 +234,8 @@ def test_the_pipeline_modules_import_facecloak_at_the_top_only() -> None:
     functions; the modules of the masking path now import what they use at module level."""
     import ast
 
-    for name in ("leamface", "impostors", "masking", "bundled", "protection", "explain"):
+    for name in ("masking/leamface", "masking/impostors", "masking/stage", "photos/bundled", "protection/protect",
+                 "explain"):
         tree = ast.parse((REPO / "facecloak" / f"{name}.py").read_text())
         late = [
             node.module

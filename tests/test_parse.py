@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facecloak.align import apply_affine
 from facecloak.errors import ConfigError, ImageError, ModelNotPulledError
-from facecloak.parse import (
+from facecloak.faces.align import apply_affine
+from facecloak.faces.face import Face
+from facecloak.faces.parse import (
     BROWS,
     EYES,
     FACEMESH_FILE,
@@ -38,7 +39,6 @@ from facecloak.parse import (
     roi_from_mesh,
     square_roi_matrix,
 )
-from facecloak.types import Face
 from leam.registry import UnknownNameError
 
 # An upright synthetic face: eyes 40 px apart, mouth 44 px below the eyes (face unit = 44 px).
@@ -275,9 +275,9 @@ def facemesh() -> FaceMeshParser:
 
 @pytest.fixture(scope="module")
 def real_faces(deepface_dir: Path) -> list[tuple[np.ndarray, Face]]:
-    from facecloak.detect import DETECTORS, load_detector
-    from facecloak.io import read_image
+    from facecloak.faces.detect import DETECTORS, load_detector
     from facecloak.models.pull import is_pulled
+    from facecloak.photos.io import read_image
 
     if not is_pulled(DETECTORS.get("mtcnn")):
         pytest.skip("MTCNN weights are not pulled; run `facecloak models pull mtcnn`")
@@ -309,7 +309,7 @@ def test_facemesh_points_agree_with_the_detector(facemesh: FaceMeshParser,
                                                 real_faces: list[tuple[np.ndarray, Face]]) -> None:
     """Checks the input normalisation ([0, 1]) and the crop geometry end to end: FaceMesh's eye centres, nose tip
     and mouth corners land on MTCNN's five points (mean error 0.04 eye distances over the 61 deepface photos)."""
-    from facecloak.parse import LEFT_EYE, RIGHT_EYE
+    from facecloak.faces.parse import LEFT_EYE, RIGHT_EYE
 
     for image, face in real_faces:
         mesh, presence = facemesh.landmarks(image, face)
@@ -361,7 +361,7 @@ def test_landmarks5_roughly_matches_facemesh(facemesh: FaceMeshParser,
 @pytest.mark.shared
 def test_facemesh_labels_follow_alignment_into_the_template(facemesh: FaceMeshParser,
                                                            real_faces: list[tuple[np.ndarray, Face]]) -> None:
-    from facecloak.align import TEMPLATES, template_matrix
+    from facecloak.faces.align import TEMPLATES, template_matrix
 
     template = TEMPLATES.get("arcface112")
     for image, face in real_faces[:2]:

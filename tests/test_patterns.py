@@ -33,7 +33,7 @@ from bench.variants import (
     one_factor_design,
     overall_from_layers,
 )
-from facecloak.parse import EYES, NOSE, REGIONS, SKIN
+from facecloak.faces.parse import EYES, NOSE, REGIONS, SKIN
 
 S = 16
 
@@ -209,7 +209,7 @@ def test_run_patterns_on_deepface(deepface_dir: Path, tmp_path: Path) -> None:
     from bench.patterns import run_patterns
 
     require_pulled("mbf-arc", "mbf-tf")
-    from facecloak.parse import is_parser_pulled
+    from facecloak.faces.parse import is_parser_pulled
 
     if not is_parser_pulled():
         pytest.skip("the FaceMesh parser is not pulled; run `facecloak models pull`")

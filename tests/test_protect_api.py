@@ -1,4 +1,5 @@
-"""`facecloak.protect` (in facecloak.protection): the Python API under the CLI and the transform, arrays in/out."""
+"""`facecloak.protect` (in facecloak.protection.protect): the Python API under the CLI and the transform, arrays
+in/out."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from _protect_support import astronaut, need_weights
 
 from facecloak.errors import ConfigError
-from facecloak.parse import get_parser
-from facecloak.protection import protect
+from facecloak.faces.parse import get_parser
+from facecloak.protection.protect import protect
 from leam.registry import UnknownNameError
 
 
@@ -79,7 +80,7 @@ def test_bad_arguments_are_refused_before_any_work() -> None:
 
 @pytest.mark.parametrize("budget", [0, -1, 100.5, float("nan"), float("inf"), "a lot"])
 def test_every_entry_refuses_a_bad_budget_with_the_same_config_error(budget: object) -> None:
-    from facecloak.leamface import LeamSettings, check_budget
+    from facecloak.masking.leamface import LeamSettings, check_budget
     from facecloak.serve.policy import strength_for
     from facecloak.transforms import LeamOcclusion
 

@@ -1,7 +1,7 @@
 """`facecloak serve`: the JSON API over a real uvicorn server on 127.0.0.1 (ephemeral port, background thread).
 
 Most tests swap `facecloak.protect` for a tiny fake (the web layer is what they test); the ones marked `real` run
-the real pipeline with the black fill on photos that installed packages carry (facecloak.bundled.bundled_photos).
+the real pipeline with the black fill on photos that installed packages carry (facecloak.photos.bundled.bundled_photos).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ pytest.importorskip("starlette", reason="the serve extra is not installed: pip i
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'facecloak[serve]'")
 
 from facecloak.errors import NoFaceError
-from facecloak.protection import FaceOutcome, ProtectResult
+from facecloak.faces.face import Face
+from facecloak.protection.protect import FaceOutcome, ProtectResult
 from facecloak.serve.app import ServeSettings, create_app, running
 from facecloak.serve.jobs import JobRunner, Rejected, safe_name
 from facecloak.serve.policy import LEVELS, FaceVerdict, ModelCheck, Strength, face_verdicts, strength_for
-from facecloak.types import Face
 
 BOX = (slice(4, 12), slice(6, 14))  # the fake protector blacks out these pixels
 
@@ -297,7 +297,7 @@ def test_finished_jobs_are_forgotten_after_keep_seconds() -> None:
     runner = JobRunner(fake_protect, fake_verify, keep_seconds=60.0, clock=lambda: now[0])
     runner.start()
     try:
-        from facecloak.io import Photo
+        from facecloak.photos.io import Photo
 
         rgb = photo(13)
         job = runner.submit(Photo(rgb, None, "PNG", "RGB", runner.workdir), "x.png", LEVELS["low"])  # type: ignore[arg-type]
@@ -344,7 +344,7 @@ def test_cli_serve_registered_and_loopback_rule() -> None:
 
 
 def real_server(**options: Any) -> Any:
-    from facecloak.protection import DEFAULT_MODELS
+    from facecloak.protection.protect import DEFAULT_MODELS
     from facecloak.serve.jobs import default_protector
 
     return server(default_protector(DEFAULT_MODELS), face_verdicts, max_upload_bytes=30 << 20, **options)
@@ -354,7 +354,7 @@ def variants(n: int) -> list[np.ndarray]:
     """n distinct real photos: the bundled portraits, mirrored, brightened and framed differently."""
     import cv2
 
-    from facecloak.bundled import bundled_photos
+    from facecloak.photos.bundled import bundled_photos
 
     photos = bundled_photos()
     base = [cv2.resize(photos["astronaut"][10:250, 110:350], (160, 160), interpolation=cv2.INTER_AREA)]
@@ -373,7 +373,7 @@ def variants(n: int) -> list[np.ndarray]:
 @pytest.mark.real
 def test_real_photo_changes_only_inside_the_mask_and_has_no_metadata() -> None:
     need_default_weights()
-    from facecloak.bundled import bundled_photos
+    from facecloak.photos.bundled import bundled_photos
 
     rgb = bundled_photos()["astronaut"]
     info = {"pnginfo": __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()}
@@ -472,11 +472,11 @@ def test_heatmap_of_a_large_photo_is_scaled_for_display() -> None:
 
 
 def test_a_level_can_carry_its_own_models_and_cloak_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import facecloak.protection
+    import facecloak.protection.protect
     from facecloak.serve.jobs import default_protector
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(facecloak.protection, "protect", lambda rgb, **kw: calls.append(kw))
+    monkeypatch.setattr(facecloak.protection.protect, "protect", lambda rgb, **kw: calls.append(kw))
     run = default_protector(("mbf-arc",))
     run(photo(0), Strength("cloak", 2.0, "x", models=("mbf-tf", "hse-mnv1"), cloak="SETTINGS"))
     run(photo(0), LEVELS["low"])

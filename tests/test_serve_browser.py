@@ -38,8 +38,8 @@ def chromium_path() -> str:
 def test_page_protects_a_photo_in_a_real_browser(tmp_path: Path) -> None:
     executable = chromium_path()
     need_default_weights()
-    from facecloak.bundled import bundled_photos
-    from facecloak.protection import DEFAULT_MODELS, protect
+    from facecloak.photos.bundled import bundled_photos
+    from facecloak.protection.protect import DEFAULT_MODELS, protect
     from facecloak.serve.app import ServeSettings, create_app, running
     from facecloak.serve.jobs import JobRunner, default_protector
     from facecloak.serve.policy import LEVELS, panel_verdicts

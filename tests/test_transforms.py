@@ -16,7 +16,7 @@ import torch
 from _protect_support import astronaut, need_weights
 
 from facecloak.errors import ConfigError
-from facecloak.protection import default_detector
+from facecloak.protection.protect import default_detector
 from facecloak.transforms import LeamOcclusion
 
 FAST = {"models": ["mbf-arc"], "parser": "landmarks5"}

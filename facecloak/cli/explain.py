@@ -26,7 +26,7 @@ from rich.console import Console
 import leam
 from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError
-from facecloak.parse import PARSERS
+from facecloak.faces.parse import PARSERS
 from leam.errors import LeamError
 
 stderr = Console(stderr=True)
@@ -48,7 +48,7 @@ def _write_json(path: Path, payload: object) -> None:
 
 
 def _settings(method: str, layers: str, budget: float, selection: str):
-    from facecloak.leamface import LeamSettings
+    from facecloak.masking.leamface import LeamSettings
 
     names = parse_names(layers)
     chosen: str | tuple[str, ...] = "default" if names in (None, ["default"]) else tuple(names or ())
@@ -77,11 +77,11 @@ def explain_command(
                                              "cuda or cuda:N.")] = "auto",
 ) -> None:
     """Write LEAM heatmaps (per layer and overall), the top-k % mask and its facial regions for every face."""
-    from facecloak.io import find_images
-    from facecloak.masking import resolve_device
+    from facecloak.faces.parse import get_parser
+    from facecloak.masking.stage import resolve_device
     from facecloak.models import get_spec
-    from facecloak.parse import get_parser
-    from facecloak.protection import DEFAULT_MODELS
+    from facecloak.photos.io import find_images
+    from facecloak.protection.protect import DEFAULT_MODELS
 
     settings = _settings(method, layers, budget, selection)
     resolved = resolve_device(device)  # an unavailable device stops here, before any photo
@@ -92,7 +92,7 @@ def explain_command(
     if not items:
         raise FacecloakError("no photos found in the given paths")
     face_parser = get_parser(parser)
-    from facecloak.detect import load_detector
+    from facecloak.faces.detect import load_detector
 
     detector = load_detector("mtcnn")
     out.mkdir(parents=True, exist_ok=True)
@@ -127,12 +127,12 @@ class _Explainer:
     def load_person(self, name: str, files: list[Path]) -> None:
         """Build and save the person's profile from all photos; keep each photo's leave-one-out reference."""
         import leam
-        from facecloak.align import align
         from facecloak.explain import leave_one_out_references
+        from facecloak.faces.align import align
         from facecloak.files import sha256_file
-        from facecloak.io import read_image
         from facecloak.models import cached_model, embed_crops, get_spec
-        from facecloak.protection import build_person
+        from facecloak.photos.io import read_image
+        from facecloak.protection.protect import build_person
 
         if len(files) < 2:
             raise ConfigError("--person needs at least two photos of the person (each is explained against the others)")
@@ -167,7 +167,7 @@ class _Explainer:
 
     def run_one(self, path: Path) -> dict:
         from facecloak.explain import explain_faces, heat_overlay, mask_image
-        from facecloak.io import read_image, write_image
+        from facecloak.photos.io import read_image, write_image
 
         report: dict = {"path": str(path), "status": "failed", "faces": 0, "files": []}
         try:

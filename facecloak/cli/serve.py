@@ -53,7 +53,7 @@ def serve_command(
     except ImportError as exc:
         raise ConfigError(f"`facecloak serve` needs the serve extra: pip install 'facecloak[serve]' ({exc})") from None
     from facecloak.models import get_spec
-    from facecloak.protection import DEFAULT_MODELS
+    from facecloak.protection.protect import DEFAULT_MODELS
 
     chosen = tuple(parse_names(models) or DEFAULT_MODELS)
     for m in chosen:

@@ -44,7 +44,8 @@ class Recogniser:
     template: str
     input_size: int
     embed_fn: EmbedFn = field(repr=False, compare=False)
-    # Keys on-disk embedding caches (`facecloak.embedding_cache`); None = do not cache this recogniser's outputs.
+    # Keys on-disk embedding caches (`facecloak.verification.embedding_cache`); None = do not cache this recogniser's
+    # outputs.
     cache_tag: str | None = None
 
     def embed(self, crops: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ Layout (a thin web shell over the library, like the CLI):
 
 - `policy`  the strength levels shown on the page (one mapping level -> fill + budget) and the per-face verdict
             (one function, `face_verdicts`), both small so they can be swapped for the library's own.
-- `jobs`    the job runner: decodes uploads with `facecloak.io` (metadata dropped, decompression-bomb guard),
+- `jobs`    the job runner: decodes uploads with `facecloak.photos.io` (metadata dropped, decompression-bomb guard),
             queues them for ONE worker thread that holds the models, encodes the results in memory, forgets them.
 - `app`     the Starlette application (routes, limits, token and host checks) served by uvicorn.
 

@@ -3,8 +3,8 @@
 Privacy and robustness rules, all enforced here (the web layer only maps them to HTTP):
 
 - An upload's bytes are sniffed (known image signatures only), written under a server-made random name into a
-  private temporary folder (mode 0700) only for `facecloak.io.read_image` to decode (size checked from the header
-  before any pixel is decoded), and unlinked at once. Outputs are encoded by `facecloak.io.write_image` (no
+  private temporary folder (mode 0700) only for `facecloak.photos.io.read_image` to decode (size checked from the header
+  before any pixel is decoded), and unlinked at once. Outputs are encoded by `facecloak.photos.io.write_image` (no
   metadata) the same way and kept as bytes in memory. No client value ever becomes a path.
 - One worker thread runs `facecloak.protect`, so one process holds the models and concurrent uploads queue;
   a failure is recorded on its own job and the worker goes on with the next.
@@ -129,7 +129,7 @@ def _for_display(rgb: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def default_protector(models: Sequence[str]) -> Protector:
     def run(rgb: np.ndarray, strength: Strength) -> Any:
-        from facecloak.protection import protect
+        from facecloak.protection.protect import protect
 
         chosen = tuple(strength.models or models)
         return protect(rgb, models=chosen, budget=strength.budget, fill=strength.fill, seed=0,
@@ -141,14 +141,14 @@ def default_protector(models: Sequence[str]) -> Protector:
 def preload(models: Sequence[str], warm_up: bool = True) -> None:
     """Load the detector, the parser and the models now (and run one small photo), so the first upload is fast."""
     from facecloak.models import cached_model
-    from facecloak.protection import default_detector, default_parser, protect
+    from facecloak.protection.protect import default_detector, default_parser, protect
 
     default_detector()
     default_parser()
     for m in models:
         cached_model(m)
     if warm_up:
-        from facecloak.bundled import bundled_photos
+        from facecloak.photos.bundled import bundled_photos
 
         small = min(bundled_photos().values(), key=lambda rgb: rgb.size)
         protect(small, models=tuple(models), fill="black", budget=1.0, seed=0)
@@ -212,8 +212,9 @@ class JobRunner:
     # ------------------------------------------------------------------------------------------ submitting
 
     def decode(self, data: bytes, name: str) -> Any:
-        """Decode an upload with `facecloak.io.read_image`; raises `Rejected` (413/415/400) with a one-line reason."""
-        from facecloak.io import read_image
+        """Decode an upload with `facecloak.photos.io.read_image`; raises `Rejected` (413/415/400) with a one-line
+        reason."""
+        from facecloak.photos.io import read_image
 
         if not data:
             raise Rejected(400, f"{name}: empty upload (0 bytes), not a photo")
@@ -240,7 +241,7 @@ class JobRunner:
 
     def submit(self, photo: Any, name: str, strength: Strength, output: str = "same", source: bytes | None = None
                ) -> Job:  # fmt: skip
-        """Queue a decoded `facecloak.io.Photo`; raises `Rejected(503)` when the queue or the job table is full.
+        """Queue a decoded `facecloak.photos.io.Photo`; raises `Rejected(503)` when the queue or the job table is full.
 
         With `source` (the upload's bytes, already checked by `decode`), the job keeps those instead of the decoded
         pixels while it waits: a queue of large photos then costs their file sizes, not their pixels.
@@ -389,7 +390,7 @@ class JobRunner:
 
     def _encode_output(self, rgb: np.ndarray, file_format: str) -> tuple[bytes, np.ndarray]:
         """The protected photo as file bytes (via `write_image`: no metadata) and as decoded back from them."""
-        from facecloak.io import read_image, write_image
+        from facecloak.photos.io import read_image, write_image
 
         path = self._private_file(self._require_workdir(), _OUTPUT_FORMATS[file_format][1])
         try:
@@ -402,7 +403,7 @@ class JobRunner:
         return data, written
 
     def _encode_png(self, rgb: np.ndarray) -> bytes:
-        from facecloak.io import write_image
+        from facecloak.photos.io import write_image
 
         path = self._private_file(self._require_workdir(), ".png")
         try:

@@ -1,6 +1,7 @@
 """What the page offers and what it reports: protection levels and the per-face verdict.
 
-`LEVELS` are the library's levels (`facecloak.levels`, the same as `facecloak protect --level`); the verdict is
+`LEVELS` are the library's levels (`facecloak.protection.levels`, the same as `facecloak protect --level`); the
+verdict is
 the library's verification panel (`panel_verdicts`: independent local recognisers, each with its own detection
 and alignment, re-reading the written file), or, where dlib is not installed, the source models re-measuring it
 (`face_verdicts`, which says so).
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from facecloak.errors import ConfigError
-from facecloak.levels import DEFAULT_LEVEL as LIBRARY_DEFAULT_LEVEL
+from facecloak.protection.levels import DEFAULT_LEVEL as LIBRARY_DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Strength:
     budget: float
     label: str = ""
     models: tuple[str, ...] | None = None  # source models (None: the server's --models)
-    cloak: Any = None  # facecloak.cloak.CloakSettings for the cloak fill (None: its defaults)
+    cloak: Any = None  # facecloak.protection.cloak.CloakSettings for the cloak fill (None: its defaults)
 
     def as_json(self) -> dict[str, Any]:
         return {"fill": self.fill, "budget": self.budget, "label": self.label,
@@ -33,8 +34,8 @@ class Strength:
 
 
 def _levels() -> dict[str, Strength]:
-    from facecloak.levels import LEVELS as LIBRARY_LEVELS
-    from facecloak.levels import ORDER
+    from facecloak.protection.levels import LEVELS as LIBRARY_LEVELS
+    from facecloak.protection.levels import ORDER
 
     out = {}
     for name in ORDER:
@@ -56,8 +57,8 @@ def strength_for(level: str | None, fill: str | None = None, budget: float | Non
     base = LEVELS[name]
     if fill is None and budget is None:
         return base
-    from facecloak.fills import get_fill
-    from facecloak.leamface import check_budget
+    from facecloak.masking.leamface import check_budget
+    from facecloak.protection.fills import get_fill
 
     chosen_budget = base.budget if budget is None else check_budget(budget)
     chosen_fill = base.fill if fill is None else get_fill(fill).name
@@ -125,8 +126,8 @@ def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: f
     the cosine after is measured on the written file, so JPEG re-encoding is accounted for. The fallback of
     `default_verifier` where the verification panel (`panel_verdicts`) cannot load (dlib not installed).
     """
-    from facecloak.protection import similarities
-    from facecloak.thresholds import load_thresholds
+    from facecloak.protection.protect import similarities
+    from facecloak.verification.thresholds import load_thresholds
 
     faces = [outcome.face for outcome in result.faces]
     if not faces:
@@ -152,9 +153,9 @@ def face_verdicts(original: np.ndarray, result: Any, written: np.ndarray, far: f
 
 def panel_verdicts(original: np.ndarray, result: Any, written: np.ndarray) -> tuple[FaceVerdict, ...]:
     """The library's verdict: each face of `written` (decoded from the file's bytes) as the independent local
-    recognisers of `facecloak.verification` see it, each with its own detection and alignment, against the
+    recognisers of `facecloak.verification.panel` see it, each with its own detection and alignment, against the
     same face in `original`. `before` is not measured (None): the reference is the original itself."""
-    from facecloak.verification import default_panel
+    from facecloak.verification.panel import default_panel
 
     faces = [outcome.face for outcome in result.faces]
     if not faces:
@@ -177,7 +178,7 @@ def panel_verdicts(original: np.ndarray, result: Any, written: np.ndarray) -> tu
 def default_verifier() -> Any:
     """`panel_verdicts` when the verification panel loads (dlib installed), else `face_verdicts`."""
     from facecloak.errors import FacecloakError
-    from facecloak.verification import default_panel
+    from facecloak.verification.panel import default_panel
 
     try:
         default_panel()

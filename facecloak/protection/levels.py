@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facecloak.cloak import CloakSettings
+from facecloak.protection.cloak import CloakSettings
 from leam.registry import Registry
 
 # A cloak built to transfer: it keeps going past the source models' thresholds (stopping at the white-box

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from facecloak.errors import ConfigError, ImageError
+from facecloak.faces.face import Face
 from facecloak.models.spec import Converter, Source, SourceFile
-from facecloak.types import Face
 from leam.registry import Registry
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`facecloak.protect` (defined here, in `facecloak.protection`): detect faces, find the pixels that recognition
+"""`facecloak.protect` (defined here, in `facecloak.protection.protect`): detect faces, find the pixels that recognition
 relies on most, change only those.
 
 Pure with respect to files: takes and returns arrays. The CLI and the albumentations transform are thin shells.
@@ -14,17 +14,17 @@ import numpy as np
 import torch
 
 import leam
-from facecloak.align import align
-from facecloak.cloak import CloakSettings, SourceModel
-from facecloak.detect import default_detector
 from facecloak.errors import ConfigError
-from facecloak.fills import get_fill
-from facecloak.leamface import LeamSettings, ModelMaps, ensemble, model_maps
-from facecloak.masking import align_faces, embed_batch, mask_faces, model_templates, resolve_device
+from facecloak.faces.align import align
+from facecloak.faces.detect import default_detector
+from facecloak.faces.face import Face
+from facecloak.faces.parse import default_parser
+from facecloak.masking.leamface import LeamSettings, ModelMaps, ensemble, model_maps
+from facecloak.masking.stage import align_faces, embed_batch, mask_faces, model_templates, resolve_device
 from facecloak.models import cached_model, embed_crops, get_spec
-from facecloak.parse import default_parser
-from facecloak.thresholds import load_thresholds
-from facecloak.types import Face
+from facecloak.protection.cloak import CloakSettings, SourceModel
+from facecloak.protection.fills import get_fill
+from facecloak.verification.thresholds import load_thresholds
 
 DEFAULT_MODELS = ("mbf-arc", "mbf-tf", "mobileface")
 
@@ -105,7 +105,7 @@ def protect(
     """Protect every face of `image` (uint8 RGB (H, W, 3)); returns the new image and what was done.
 
     budget: percent of each face's region (in the common template) whose pixels may change.
-    fill:   a fill from `facecloak.fills.FILLS`: an occlusion fill or "cloak" (optimised pixel values).
+    fill:   a fill from `facecloak.protection.fills.FILLS`: an occlusion fill or "cloak" (optimised pixel values).
     person: identity references (and optionally a profile) for the person these photos show.
     device: where the recognition models run: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present).
             Detection, parsing and the cloak's optimisation stay on the CPU.

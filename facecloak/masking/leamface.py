@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import leam
-from facecloak.align import TEMPLATES, warp_between_templates
 from facecloak.errors import ConfigError
-from facecloak.impostors import impostors_for
+from facecloak.faces.align import TEMPLATES, warp_between_templates
+from facecloak.masking.impostors import impostors_for
 from facecloak.models import embed_crops as embed_crops  # re-exported: callers import it from here
 from facecloak.models import get_spec, to_tensor
 
@@ -45,7 +45,7 @@ class LeamSettings:
     layers            "default" (each model's spec) or explicit dotted names (applied to every model; "input"
                       is the gradient x input pseudo-layer), or a mapping model id -> names.
     target            contrast (default: reference minus impostor centroids; without references the mirrored
-                      crop is the reference, without impostors the bundled bank of `facecloak.impostors`),
+                      crop is the reference, without impostors the bundled bank of `facecloak.masking.impostors`),
                       auto (reference when references are given, else flip), reference, flip.
     selection         topk, stratified (grid cells in proportion to relevance), sampled (probability ~ P^gamma).
     restrict_to_face  select only inside the parsed face region.

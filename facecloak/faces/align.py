@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from facecloak.errors import ConfigError, ImageError, NoFaceError
-from facecloak.types import AlignedFace, Face
+from facecloak.faces.face import AlignedFace, Face
 from leam.registry import Registry
 
 Interpolation = Literal["auto", "nearest", "bilinear"]

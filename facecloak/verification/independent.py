@@ -216,7 +216,8 @@ def read_photo(rgb: np.ndarray, recognisers: Sequence[IndependentRecogniser]) ->
 
 
 def threshold_id(name: str) -> str:
-    """Key of the pipeline's calibrated thresholds in `facecloak.thresholds` (calibrated on its own pipeline)."""
+    """Key of the pipeline's calibrated thresholds in `facecloak.verification.thresholds` (calibrated on its own
+    pipeline)."""
     return f"{name}-own"
 
 

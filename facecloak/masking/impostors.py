@@ -1,6 +1,6 @@
 """A small bank of other people's faces for the `contrast` LEAM target when the data brings none.
 
-The faces come from photos that installed packages carry (`facecloak.bundled`: skimage's astronaut, insightface's
+The faces come from photos that installed packages carry (`facecloak.photos.bundled`: skimage's astronaut, insightface's
 group photo of six and its portrait): 8 identities. Their embeddings are computed once per model weights and
 kept in memory and in the facecloak cache (`<cache>/impostors/<model>-<weights hash>.npy`): detecting and
 embedding the bundled photos costs seconds, which a run should not pay again. The file holds embeddings of
@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecloak import paths
-from facecloak.align import align
-from facecloak.bundled import bundled_photos
-from facecloak.detect import default_detector
+from facecloak.faces.align import align
+from facecloak.faces.detect import default_detector
 from facecloak.files import atomic_path
 from facecloak.models import embed_crops, get_spec
-from facecloak.thresholds import load_thresholds
+from facecloak.photos.bundled import bundled_photos
+from facecloak.verification.thresholds import load_thresholds
 
 FALLBACK_SAME_PERSON_COSINE = 0.5  # used when a model has no calibrated threshold
 BANK_VERSION = 1

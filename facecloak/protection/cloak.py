@@ -199,7 +199,7 @@ def _jittered(grid: torch.Tensor, d: _Draw, width: int, height: int) -> torch.Te
 
 
 def _antialias_factors(matrices: np.ndarray) -> list[float]:
-    """Per face, the area-downscale `facecloak.align` applies before warping (photo px per crop px > 2)."""
+    """Per face, the area-downscale `facecloak.faces.align` applies before warping (photo px per crop px > 2)."""
     scales = [float(np.sqrt(abs(np.linalg.det(m[:, :2])))) for m in matrices]
     return [2.0 * s if s < 0.5 else 1.0 for s in scales]
 
@@ -247,7 +247,7 @@ def _cosines(
 def _decoys(sources: Sequence[SourceModel]) -> dict[str, torch.Tensor]:
     """Per source, (F, D) unit embeddings to pull towards: the given ones, else the bundled face least similar
     to each reference (the photo's own person is never its decoy)."""
-    from facecloak.impostors import bundled_impostors
+    from facecloak.masking.impostors import bundled_impostors
 
     out = {}
     for s in sources:

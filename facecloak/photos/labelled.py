@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from facecloak.errors import DataError
-from facecloak.io import SUPPORTED_SUFFIXES as IMAGE_SUFFIXES
+from facecloak.photos.io import SUPPORTED_SUFFIXES as IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

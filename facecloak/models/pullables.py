@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 def extra_pullables() -> dict[str, Callable[[bool], bool]]:
     """Name -> pull function(force) returning True when work was done."""
-    from facecloak.detect import DETECTORS
+    from facecloak.faces.detect import DETECTORS
+    from facecloak.faces.parse import pull_parser
     from facecloak.models.pull import pull
-    from facecloak.parse import pull_parser
 
     def detector(name: str) -> Callable[[bool], bool]:
         return lambda force: pull(DETECTORS.get(name), force=force)

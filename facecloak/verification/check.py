@@ -7,12 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from facecloak.detect import load_detector
-from facecloak.embedding_cache import DetectedPhoto, Timings, detect_photos, detector_settings, embed_main_faces
 from facecloak.errors import DataError
-from facecloak.labelled import LabelledSet, load_labelled_set, read_lfw_pairs, sample
+from facecloak.faces.detect import load_detector
+from facecloak.photos.labelled import LabelledSet, load_labelled_set, read_lfw_pairs, sample
 from facecloak.progress import Progress, no_progress
-from facecloak.roc import pair_scores, roc_auc, tar_at, ten_fold_accuracy, threshold_at_far
+from facecloak.verification.embedding_cache import (
+    DetectedPhoto,
+    Timings,
+    detect_photos,
+    detector_settings,
+    embed_main_faces,
+)
+from facecloak.verification.roc import pair_scores, roc_auc, tar_at, ten_fold_accuracy, threshold_at_far
 
 FAR_KEYS = {"0.01": 1e-2, "0.001": 1e-3}
 

@@ -9,7 +9,8 @@ Every occlusion fill is a pure function with the signature ``fill(image, mask, *
   pixel outside the mask is byte-identical to the input. The input is never modified.
 
 Every fill is registered by name in `FILLS` as a `Fill`. One of them, `cloak` (a sparse adversarial
-perturbation inside the mask, optimised in `facecloak.cloak`), declares `needs_models`: it also needs the source
+perturbation inside the mask, optimised in `facecloak.protection.cloak`), declares `needs_models`: it also needs the
+source
 recognition models and each face's alignment, which `facecloak.protect` supplies, so it is run through `protect`
 (or `Fill.function` with those arguments), not called like the others. `get_fill` is the one validation of a
 fill name.
@@ -28,7 +29,7 @@ from facecloak.errors import ConfigError
 from leam.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
-    from facecloak.cloak import CloakSettings, SourceModel
+    from facecloak.protection.cloak import CloakSettings, SourceModel
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,13 @@ def cloak_fill(
     *,
     seed: int = 0,
 ) -> tuple[np.ndarray, int]:
-    """The sparse cloak (`facecloak.cloak.cloak`): (cloaked image, optimisation steps used). `sources` are the
+    """The sparse cloak (`facecloak.protection.cloak.cloak`): (cloaked image, optimisation steps used). `sources` are
+    the
     differentiable source models with each face's photo->crop matrix and reference; `facecloak.protect` builds
     them. Pixels outside `mask` are byte-identical to `image`."""
-    from facecloak.cloak import CloakSettings, cloak  # torch: imported when the cloak runs, not with the fills
+    from facecloak.protection.cloak import (  # torch: imported when the cloak runs, not with the fills
+        CloakSettings,
+        cloak,
+    )
 
     return cloak(image, mask, sources, settings or CloakSettings(), seed=seed)

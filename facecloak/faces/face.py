@@ -62,7 +62,7 @@ class AlignedFace:
 
     crop      uint8 RGB (S, S, 3), S = the template's size.
     matrix    (2, 3) float64 affine map photo pixels -> crop pixels (`cv2.warpAffine` convention).
-    template  name of the template in `facecloak.align.TEMPLATES`.
+    template  name of the template in `facecloak.faces.align.TEMPLATES`.
     face      the detection it came from (photo coordinates).
     """
 

@@ -1,6 +1,7 @@
 """Is a protected photo still recognised? The verdict of a panel of independent local recognisers.
 
-Each panel member reads the photo through its own detection, landmarks and alignment (`facecloak.independent`),
+Each panel member reads the photo through its own detection, landmarks and alignment
+(`facecloak.verification.independent`),
 never through facecloak's crops. A face is *matched* by a member when that member finds it in the protected
 photo and its embedding reaches the member's FAR 1e-3 threshold against the reference: the person's reference
 photos when given, otherwise the unprotected original itself. Matching a photo to its own original is the
@@ -17,8 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facecloak.errors import ConfigError
-from facecloak.independent import NETWORK_OF, SeenFace, get_independent, match_faces, read_photo, threshold_id
-from facecloak.thresholds import load_thresholds
+from facecloak.verification.independent import (
+    NETWORK_OF,
+    SeenFace,
+    get_independent,
+    match_faces,
+    read_photo,
+    threshold_id,
+)
+from facecloak.verification.thresholds import load_thresholds
 
 DEFAULT_PANEL = ("dlib", "arcface", "hse")
 FAR = 1e-3

@@ -12,7 +12,7 @@ Steps, each with one representation of its data:
 6. mapping back to the photo (`FaceMasks.union_in_photo`, `FaceMasks.mask_in_photo`): only the photo rectangle
    each face's crop covers is touched.
 
-Coordinates: matrices map photo pixels -> crop pixels (OpenCV convention, see `facecloak.align`).
+Coordinates: matrices map photo pixels -> crop pixels (OpenCV convention, see `facecloak.faces.align`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from facecloak.align import TEMPLATES, template_matrix, warp_crop, warp_to_photo
 from facecloak.errors import ConfigError
-from facecloak.leamface import LeamSettings, ModelMaps, ensemble, model_maps, select_pixels
+from facecloak.faces.align import TEMPLATES, template_matrix, warp_crop, warp_to_photo
+from facecloak.faces.face import Face
+from facecloak.faces.parse import FaceParser, face_region, template_labels
+from facecloak.masking.leamface import LeamSettings, ModelMaps, ensemble, model_maps, select_pixels
 from facecloak.models import cached_model, embed, get_spec
-from facecloak.parse import FaceParser, face_region, template_labels
-from facecloak.types import Face
 
 ModelLoader = Callable[[str], nn.Module]
 
@@ -203,7 +203,7 @@ class FaceMasks:
     batch           the faces aligned in every template used (matrices and model inputs).
     maps            per model, its LEAM maps (layer maps and overall map) in the common template.
     overall         (F, S, S) float32 ensemble map per face (a distribution), after any profile override.
-    labels          (F, S, S) uint8 parser labels (codes of `facecloak.parse.REGIONS`).
+    labels          (F, S, S) uint8 parser labels (codes of `facecloak.faces.parse.REGIONS`).
     template_masks  (F, S, S) bool: the selected pixels.
     common          name of the common template.
     """

@@ -28,10 +28,10 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from facecloak.align import apply_affine, invert_affine, warp_crop
 from facecloak.errors import ConfigError, FacecloakError, ImageError
+from facecloak.faces.align import apply_affine, invert_affine, warp_crop
+from facecloak.faces.face import Face
 from facecloak.models.spec import Source, SourceFile
-from facecloak.types import Face
 from leam.registry import Registry
 
 # ---------------------------------------------------------------------------------------------------------------

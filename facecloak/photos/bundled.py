@@ -1,10 +1,10 @@
 """Photos that installed packages carry: skimage's astronaut and insightface's samples (a group of six, a portrait).
 
-Used by the demo and by the bundled impostor bank (`facecloak.impostors`). The files are located through the
-packages' import specs and decoded with `facecloak.io`, without importing either package: importing insightface
+Used by the demo and by the bundled impostor bank (`facecloak.masking.impostors`). The files are located through the
+packages' import specs and decoded with `facecloak.photos.io`, without importing either package: importing insightface
 pulls in albumentations and onnxruntime (seconds), and skimage's reader scans its I/O plugins.
 
-This module sits low in the import graph (it imports only `facecloak.io`) so that anything may use it.
+This module sits low in the import graph (it imports only `facecloak.photos.io`) so that anything may use it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecloak.io import read_image
+from facecloak.photos.io import read_image
 
 # (package, file inside the package, name): the order is the order of `bundled_photos()`.
 BUNDLED_FILES: tuple[tuple[str, str, str], ...] = (

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from facecloak import paths
-from facecloak.align import align
 from facecloak.errors import FacecloakError
+from facecloak.faces.align import align
+from facecloak.faces.face import Face
 from facecloak.files import atomic_path, atomic_write_bytes, sha256_file
-from facecloak.io import read_image
+from facecloak.photos.io import read_image
 from facecloak.progress import Progress, no_progress
-from facecloak.types import Face
 
 
 @dataclass(frozen=True)

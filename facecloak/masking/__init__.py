@@ -1,0 +1,1 @@
+"""The one masking stage: LEAM maps of aligned faces -> the pixels of each face to change."""

@@ -1,0 +1,1 @@
+"""Photos on disk: reading and writing (formats, metadata, atomic outputs), labelled sets, bundled photos."""

@@ -1,0 +1,1 @@
+"""Changing the selected pixels: fills, the sparse cloak, the named levels, and `protect` itself."""

@@ -1,0 +1,1 @@
+"""Is a photo still recognised? Independent recognisers, thresholds, ROC, the verdict panel."""
