@@ -368,6 +368,10 @@ def _ablation() -> dict[str, Setting]:
                                          replace(eot, epsilon=32.0))
     s["cloak10-eot-4src-eps24"] = Setting("cloak10-eot-4src-eps24", "cloak", 10.0, CLOAK_SOURCES,
                                           replace(eot, epsilon=24.0))
+    s["cloak10-eot-4src-eps16"] = Setting("cloak10-eot-4src-eps16", "cloak", 10.0, CLOAK_SOURCES,
+                                          replace(eot, epsilon=16.0))
+    s["cloak15-eot-4src-eps16"] = Setting("cloak15-eot-4src-eps16", "cloak", 15.0, CLOAK_SOURCES,
+                                          replace(eot, epsilon=16.0))
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
     three = ("mbf-arc", "mbf-tf", "mobileface")
     s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, three,
