@@ -190,20 +190,26 @@ profiler.disable()
 stats = pstats.Stats(profiler).stats
 wanted = {
     ("detect.py", "detect"): "detect (MTCNN)",
-    ("masking.py", "align_faces"): "align_faces (matrices + crops, clean and protected)",
-    ("masking.py", "embed_batch"): "embed_batch (clean and protected embeddings)",
+    ("stage.py", "align_faces"): "align_faces (matrices + crops, clean and protected)",
+    ("stage.py", "embed_batch"): "embed_batch (clean and protected embeddings)",
     ("leamface.py", "model_maps"): "model_maps (flip target + LEAM forward/backward)",
     ("parse.py", "template_labels"): "template_labels (FaceMesh + rasterising)",
     ("leamface.py", "select_pixels"): "select_pixels",
-    ("masking.py", "union_in_photo"): "union_in_photo (mask/heatmap back to the photo)",
-    ("protection.py", "similarities"): "similarities (after)",
-    ("protection.py", "protect"): "protect (total)",
+    ("stage.py", "union_in_photo"): "union_in_photo (mask/heatmap back to the photo)",
+    ("protect.py", "similarities"): "similarities (after)",
+    ("protect.py", "protect"): "protect (total)",
 }
 out = {label: 0.0 for label in wanted.values()}
+seen = set()
 for (filename, _, function), (_, _, _, cumulative, _) in stats.items():
     label = wanted.get((filename.rsplit("/", 1)[-1], function))
     if label is not None:
         out[label] += cumulative / len(photos)
+        seen.add(label)
+# A stage that was renamed or moved must not show up as 0 s.
+missing = sorted(set(wanted.values()) - seen)
+if missing:
+    sys.exit("profile: never called (renamed or moved?): " + "; ".join(missing))
 print(json.dumps(out))
 """
 
