@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import os
 import secrets
@@ -50,6 +51,18 @@ def atomic_path(path: Path, *, overwrite: bool = True, durable: bool = True) -> 
             _fsync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)  # gone after a replace; the leftover name after a link or an error
+
+
+def remove_abandoned_temps(path: Path) -> int:
+    """Delete the temp files `atomic_path` left beside `path` when its writer was killed outright (SIGKILL, a
+    Ray worker stopped mid-write: no `finally` runs). Only for outputs whose writer is known to be gone."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> Path:

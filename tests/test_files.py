@@ -59,3 +59,15 @@ def test_files_get_the_permissions_the_umask_gives(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o640
+
+
+def test_remove_abandoned_temps_deletes_only_the_temps_of_that_output(tmp_path: Path) -> None:
+    from facecloak.files import TEMP_SUFFIX, remove_abandoned_temps
+
+    out = tmp_path / "a[1].jpg"  # glob characters in the name must not widen the match
+    killed = tmp_path / f".a[1].jpg.dead{TEMP_SUFFIX}"
+    other = tmp_path / f".a1.jpg.beef{TEMP_SUFFIX}"
+    for p in (out, killed, other):
+        p.write_bytes(b"x")
+    assert remove_abandoned_temps(out) == 1
+    assert out.exists() and other.exists() and not killed.exists()

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -276,6 +276,8 @@ def protect_command(
                     stderr.print(f"[yellow]still recognised[/yellow] {report.path}: {_still_matched(report)}",
                                  highlight=False, soft_wrap=True)
         except KeyboardInterrupt:
+            # Ray workers are killed outright after the grace period: their writes in flight leave temp files.
+            runner.remove_abandoned_temps(items[len(reports):])
             done = sum(r.status in ("protected", "no-face-copied") for r in reports)
             stderr.print(
                 f"[yellow]interrupted[/yellow] after {len(reports)} of {len(items)} photos; {done} outputs written "
@@ -494,6 +496,18 @@ class _Runner:
     def _format(self, path: Path) -> str | None:
         """The output format: --format, else the input's own (None), PNG for formats facecloak cannot write."""
         return self.o.format or ("PNG" if path.suffix.lower() in _READ_ONLY_SUFFIXES else None)
+
+    def remove_abandoned_temps(self, items: Sequence[InputImage]) -> None:
+        """Temp files of the outputs (and side files) of `items`, whose writers were stopped mid-write."""
+        from facecloak.files import remove_abandoned_temps
+        from facecloak.photos.io import output_path_for
+
+        for item in items:
+            with contextlib.suppress(FacecloakError, OSError):
+                target = output_path_for(item.path, item.root, self.o.out if self.o.out is not None else item.root,
+                                         suffix=self.o.suffix, format=self._format(item.path))
+                for path in (target, *map(Path, self._side_files(target))):
+                    remove_abandoned_temps(path)
 
     def _side_files(self, target: Path) -> tuple[str, ...]:
         names = [".mask.png"] * self.o.save_mask + [".heatmap.png"] * self.o.save_heatmap

@@ -11,7 +11,8 @@ to `RayConfig.torch_threads` threads (default 1). A local run gives byte-identic
 
 Interrupts: on Ctrl-C / SIGTERM the driver stops handing out items, waits (at most `grace_s`) for the items the
 actors are working on, yields their results, kills the actors and re-raises `KeyboardInterrupt`; an item an actor
-was killed in the middle of leaves no partial output when the caller writes atomically (facecloak's writers do).
+was killed in the middle of may leave the temp file of an atomic write behind (no `finally` runs in a killed
+process): the caller removes those (`facecloak.files.remove_abandoned_temps`, as `facecloak protect` does).
 A worker process that dies (out of memory, a native crash) turns its item into `on_lost(item, message)` and is
 replaced; the other items go on.
 """
