@@ -26,9 +26,8 @@ from facecloak.verification.thresholds import Thresholds
 class Network:
     """A differentiable source model: module (float RGB 0-255 (N, 3, S, S) -> (N, D)), its template, layers.
 
-    `id` names a spec of `facecloak.models.MODELS`: the masking stage (`facecloak.masking.leamface.model_maps`) reads
-    the
-    model's template there (tests register their hand-made models' specs)."""
+    `id` names a spec of `facecloak.models.MODELS`: the masking stage (`facecloak.masking.leamface.model_maps`)
+    reads the model's template there (tests register their hand-made models' specs)."""
 
     id: str
     module: nn.Module

@@ -76,8 +76,7 @@ LAYER_TOKENS = ("default", "last", "input")
 # Black-box recognisers that run the same network as a differentiable model: a mask made with that model is
 # not a transfer to them, and a leave-one-out ensemble for them must leave that model out.
 # Targets that read the decoded photo through their OWN detection, landmarks and alignment
-# (facecloak.verification.independent)
-# are named `own:<pipeline>`; the held-out evaluation every recipe reports.
+# (facecloak.verification.independent) are named `own:<pipeline>`; the held-out evaluation every recipe reports.
 OWN_PREFIX = "own:"
 SAME_NETWORK = {"mbf-arc-onnx": "mbf-arc", "dlib-native": "dlib-r29",
                 "own:dlib": "dlib-r29", "own:arcface": "mbf-arc", "own:hse": "hse-mnv1"}

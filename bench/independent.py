@@ -1,7 +1,6 @@
 """Protection measured the way the world meets it: `facecloak.protect` writes a file, independent recognisers
 read the decoded file through their own detection, landmarks, alignment and resampling
-(`facecloak.verification.independent`)
-and compare it with the person's other, unprotected photos.
+(`facecloak.verification.independent`) and compare it with the person's other, unprotected photos.
 
     facecloak bench independent --data ../shared/faces/lfw --people 200 -o out/independent \
         --setting default --setting cloak2
@@ -35,6 +34,7 @@ from facecloak.masking.leamface import LeamSettings
 from facecloak.photos.io import read_image, write_image
 from facecloak.progress import Progress, no_progress
 from facecloak.protection.cloak import CloakSettings
+from facecloak.protection.protect import DEFAULT_MODELS
 from facecloak.verification.independent import IndependentRecogniser, get_independent, read_photo, threshold_id
 from facecloak.verification.panel import FAR, Panel
 from facecloak.verification.thresholds import save_thresholds
@@ -47,7 +47,7 @@ class Setting:
     name: str
     fill: str = "black"
     budget: float = 1.0
-    models: tuple[str, ...] = ("mbf-arc", "mbf-tf", "mobileface")
+    models: tuple[str, ...] = DEFAULT_MODELS
     cloak: CloakSettings = field(default_factory=CloakSettings)
     random: bool = False  # the control: the same number of pixels drawn uniformly in the face region
 
@@ -373,10 +373,10 @@ def _ablation() -> dict[str, Setting]:
     s["cloak15-eot-4src-eps16"] = Setting("cloak15-eot-4src-eps16", "cloak", 15.0, CLOAK_SOURCES,
                                           replace(eot, epsilon=16.0))
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
-    three = ("mbf-arc", "mbf-tf", "mobileface")
-    s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, three,
+    s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, DEFAULT_MODELS,
                                       replace(eot, steps=15, step_size=18.0))
-    s["cloak5-eot-3src-8"] = Setting("cloak5-eot-3src-8", "cloak", 5.0, three, replace(eot, steps=8, step_size=24.0))
+    s["cloak5-eot-3src-8"] = Setting("cloak5-eot-3src-8", "cloak", 5.0, DEFAULT_MODELS,
+                                     replace(eot, steps=8, step_size=24.0))
     return s
 
 

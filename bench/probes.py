@@ -115,9 +115,8 @@ def fill_photo(
     budget: float, variant: str,
 ) -> tuple[np.ndarray, int]:
     """`image` with the pixels of `mask` filled; returns (photo, cloak steps). An occlusion fill of
-    `facecloak.protection.fills.FILLS`, or the sparse cloak against the `members` (each with the leave-this-photo-out
-    centroid
-    of the person on that model and its threshold at the recipe's strictest FAR)."""
+    `facecloak.protection.fills.FILLS`, or the sparse cloak against the `members` (each with the
+    leave-this-photo-out centroid of the person on that model and its threshold at the recipe's strictest FAR)."""
     rng = ctl.control_rng(run.recipe.seed, photo.index, budget, f"fill:{fill}:{variant}")
     spec = get_fill(fill)
     if not spec.needs_models:

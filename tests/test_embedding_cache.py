@@ -1,6 +1,5 @@
 """`facecloak.verification.embedding_cache`: the one progress protocol and the atomic cache writes, with a fake
-detector and
-recogniser (no weights)."""
+detector and recogniser (no weights)."""
 
 from __future__ import annotations
 

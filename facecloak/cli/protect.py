@@ -464,14 +464,11 @@ class _Runner:
 
     def run_one(self, path: Path, root: Path) -> PhotoReport:
         """Protect one photo; every failure of this photo becomes a `failed` report, the batch goes on."""
-        from facecloak.photos.io import output_path_for
-
         start = time.perf_counter()
         o = self.o
-        out_dir = o.out if o.out is not None else root
         target: Path | None = None
         try:
-            target = output_path_for(path, root, out_dir, suffix=o.suffix, format=self._format(path))
+            target = self._target(path, root)
             if target.exists() and not o.overwrite:
                 return PhotoReport(str(path), str(target), "exists", message="output exists (use --overwrite)")
             if o.dry_run:
@@ -493,6 +490,13 @@ class _Runner:
             report = PhotoReport(str(path), None, "failed", message=f"unexpected error ({detail}); please report it")
         return _with_seconds(report, time.perf_counter() - start)
 
+    def _target(self, path: Path, root: Path) -> Path:
+        """Where the protected copy of `path` (found under `root`) is written."""
+        from facecloak.photos.io import output_path_for
+
+        out_dir = self.o.out if self.o.out is not None else root
+        return output_path_for(path, root, out_dir, suffix=self.o.suffix, format=self._format(path))
+
     def _format(self, path: Path) -> str | None:
         """The output format: --format, else the input's own (None), PNG for formats facecloak cannot write."""
         return self.o.format or ("PNG" if path.suffix.lower() in _READ_ONLY_SUFFIXES else None)
@@ -500,12 +504,10 @@ class _Runner:
     def remove_abandoned_temps(self, items: Sequence[InputImage]) -> None:
         """Temp files of the outputs (and side files) of `items`, whose writers were stopped mid-write."""
         from facecloak.files import remove_abandoned_temps
-        from facecloak.photos.io import output_path_for
 
         for item in items:
             with contextlib.suppress(FacecloakError, OSError):
-                target = output_path_for(item.path, item.root, self.o.out if self.o.out is not None else item.root,
-                                         suffix=self.o.suffix, format=self._format(item.path))
+                target = self._target(item.path, item.root)
                 for path in (target, *map(Path, self._side_files(target))):
                     remove_abandoned_temps(path)
 

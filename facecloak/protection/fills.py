@@ -8,12 +8,10 @@ Every occlusion fill is a pure function with the signature ``fill(image, mask, *
 - Parameters are keyword-only with defaults; the result is a new array of the same shape and dtype, and every
   pixel outside the mask is byte-identical to the input. The input is never modified.
 
-Every fill is registered by name in `FILLS` as a `Fill`. One of them, `cloak` (a sparse adversarial
-perturbation inside the mask, optimised in `facecloak.protection.cloak`), declares `needs_models`: it also needs the
-source
-recognition models and each face's alignment, which `facecloak.protect` supplies, so it is run through `protect`
-(or `Fill.function` with those arguments), not called like the others. `get_fill` is the one validation of a
-fill name.
+Every fill is registered by name in `FILLS` as a `Fill`. One of them, `cloak` (a sparse adversarial perturbation
+inside the mask, optimised in `facecloak.protection.cloak`), declares `needs_models`: it also needs the source
+recognition models and each face's alignment, which `facecloak.protect` supplies, so it is run through `protect` (or
+`Fill.function` with those arguments), not called like the others. `get_fill` is the one validation of a fill name.
 """
 
 from __future__ import annotations
@@ -227,8 +225,7 @@ def cloak_fill(
     seed: int = 0,
 ) -> tuple[np.ndarray, int]:
     """The sparse cloak (`facecloak.protection.cloak.cloak`): (cloaked image, optimisation steps used). `sources` are
-    the
-    differentiable source models with each face's photo->crop matrix and reference; `facecloak.protect` builds
+    the differentiable source models with each face's photo->crop matrix and reference; `facecloak.protect` builds
     them. Pixels outside `mask` are byte-identical to `image`."""
     from facecloak.protection.cloak import (  # torch: imported when the cloak runs, not with the fills
         CloakSettings,

@@ -1,10 +1,9 @@
 """What the page offers and what it reports: protection levels and the per-face verdict.
 
 `LEVELS` are the library's levels (`facecloak.protection.levels`, the same as `facecloak protect --level`); the
-verdict is
-the library's verification panel (`panel_verdicts`: independent local recognisers, each with its own detection
-and alignment, re-reading the written file), or, where dlib is not installed, the source models re-measuring it
-(`face_verdicts`, which says so).
+verdict is the library's verification panel (`panel_verdicts`: independent local recognisers, each with its own
+detection and alignment, re-reading the written file), or, where dlib is not installed, the source models
+re-measuring it (`face_verdicts`, which says so).
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """Is a protected photo still recognised? The verdict of a panel of independent local recognisers.
 
 Each panel member reads the photo through its own detection, landmarks and alignment
-(`facecloak.verification.independent`),
-never through facecloak's crops. A face is *matched* by a member when that member finds it in the protected
-photo and its embedding reaches the member's FAR 1e-3 threshold against the reference: the person's reference
-photos when given, otherwise the unprotected original itself. Matching a photo to its own original is the
-strictest test there is (another photo of the person is always further away), so "not matched by any" here is a
-conservative "protected". A member that cannot find the face in the original either cannot judge it and is left
-out of that face's count.
+(`facecloak.verification.independent`), never through facecloak's crops. A face is *matched* by a member when that
+member finds it in the protected photo and its embedding reaches the member's FAR 1e-3 threshold against the
+reference: the person's reference photos when given, otherwise the unprotected original itself. Matching a photo to
+its own original is the strictest test there is (another photo of the person is always further away), so "not
+matched by any" here is a conservative "protected". A member that cannot find the face in the original either cannot
+judge it and is left out of that face's count.
 """
 
 from __future__ import annotations
