@@ -31,7 +31,8 @@ Recipe keys and units:
                                     restrict_to_face, common_template
 ``evaluation``                      format png|jpeg, jpeg_quality 1..100, redetect, far (false-accept rates)
 ``cloak``                           steps, step_size (0-255 pixel units per step), epsilon (L-inf bound in 0-255
-                                    units, or "none"), diversity, early_stop
+                                    units, or "none"), diversity, early_stop, eot, decoy
+                                    (``facecloak.protection.cloak.CloakSettings``; defaults ``RECIPE_CLOAK``)
 ``robustness``                      defences: ``jpeg<Q>``, ``resize<P>`` (percent, down and back up), ``blur<S>``
                                     (Gaussian sigma in pixels), ``inpaint-mask``
 ``max_pairs_per_identity``          int >= 1: genuine (probe, reference) pairs kept per person
@@ -47,12 +48,13 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from facecloak.errors import ConfigError
 from facecloak.masking.leamface import LeamSettings
+from facecloak.protection.cloak import CloakSettings
 from leam.registry import UnknownNameError
 
 if sys.version_info >= (3, 11):
@@ -136,17 +138,11 @@ class EvaluationConfig:
     far: tuple[float, ...] = (0.01, 0.001)
 
 
-@dataclass(frozen=True)
-class CloakConfig:
-    """Sparse cloak optimisation. Pixel units are 0-255."""
-
-    steps: int = 50
-    step_size: float = 2.0
-    epsilon: float | None = None  # L-inf bound around the original pixel values; None = only [0, 255]
-    diversity: bool = False  # random resize/shift of the crop per step (transfer-oriented)
-    early_stop: bool = True  # stop once every source is below its threshold
-    eot: tuple[str, ...] = ("jitter", "mirror")  # transformations sampled per step (facecloak.protection.cloak.EOT)
-    decoy: float = 0.0  # weight of the pull towards a dissimilar identity
+CLOAK_KEYS = ("steps", "step_size", "epsilon", "diversity", "early_stop", "eot", "decoy")
+"""The `[cloak]` keys of a recipe: the fields of `facecloak.protection.cloak.CloakSettings` a recipe sets."""
+RECIPE_CLOAK = CloakSettings(steps=50, step_size=2.0, diversity=False)
+"""The transfer benchmark's cloak when a recipe leaves a key out: small steps on the exact alignment, stopping at
+the sources' thresholds (the paper's setting; the product's levels are in `facecloak.protection.levels`)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +195,7 @@ class Recipe:
     leam: LeamSettings = field(default_factory=LeamSettings)  # `budget` unused: the budgets axis sets it per unit
     controls: tuple[str, ...] = ("random-scatter", "random-shape")
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    cloak: CloakConfig = field(default_factory=CloakConfig)
+    cloak: CloakSettings = RECIPE_CLOAK
     robustness: RobustnessConfig | None = None
     max_pairs_per_identity: int = 10
     seed: int = 0
@@ -211,6 +207,7 @@ class Recipe:
         fingerprints and shard keys, as when the recipe had its own LEAM settings type."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["leam"] = leam_to_dict(self.leam)
+        d["cloak"] = {k: getattr(self.cloak, k) for k in CLOAK_KEYS}
         return _jsonable({k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in d.items()})
 
     def fingerprint(self) -> str:
@@ -526,12 +523,16 @@ def _evaluation(raw: Mapping[str, Any], known: KnownNames) -> EvaluationConfig:
     )
 
 
-def _cloak(raw: Mapping[str, Any]) -> CloakConfig:
-    _check_keys(raw, CloakConfig, "cloak")
-    d = CloakConfig()
+def _cloak(raw: Mapping[str, Any]) -> CloakSettings:
+    """The `[cloak]` table over `RECIPE_CLOAK`; `CloakSettings` validates the values (one `ConfigError`)."""
+    for key in raw:
+        if key not in CLOAK_KEYS:
+            raise ConfigError(f"unknown key {_dotted('cloak', key)!r}{_suggest(key, CLOAK_KEYS)}")
+    d = RECIPE_CLOAK
     eps_raw = raw.get("epsilon", d.epsilon)
     epsilon = None if eps_raw is None or eps_raw == "none" else _positive(eps_raw, "cloak.epsilon", 255.0)
-    return CloakConfig(
+    return replace(
+        d,
         steps=_int(raw.get("steps", d.steps), "cloak.steps", 1, 10_000),
         step_size=_positive(raw.get("step_size", d.step_size), "cloak.step_size", 255.0),
         epsilon=epsilon,
@@ -641,7 +642,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 _SECTIONS: dict[str, Sequence[str]] = {
     "data": [f.name for f in fields(DataConfig)], "leam": LEAM_KEYS,
-    "evaluation": [f.name for f in fields(EvaluationConfig)], "cloak": [f.name for f in fields(CloakConfig)],
+    "evaluation": [f.name for f in fields(EvaluationConfig)], "cloak": CLOAK_KEYS,
     "robustness": [f.name for f in fields(RobustnessConfig)],
 }
 
@@ -732,11 +733,12 @@ def load_recipe(
 
 
 __all__ = [
+    "CLOAK_KEYS",
     "CONTROLS",
     "LEAM_KEYS",
     "LEAVE_ONE_OUT",
+    "RECIPE_CLOAK",
     "SAME_NETWORK",
-    "CloakConfig",
     "DataConfig",
     "Defence",
     "EvaluationConfig",

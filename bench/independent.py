@@ -372,6 +372,16 @@ def _ablation() -> dict[str, Setting]:
                                           replace(eot, epsilon=16.0))
     s["cloak15-eot-4src-eps16"] = Setting("cloak15-eot-4src-eps16", "cloak", 15.0, CLOAK_SOURCES,
                                           replace(eot, epsilon=16.0))
+    # Smooth inside a blob: the offset on a grid `grain` crop pixels apart, bilinear in between.
+    for budget, eps in ((15.0, 16.0), (10.0, 16.0), (10.0, 24.0)):
+        for grain in (2, 3):
+            name = f"cloak{budget:g}-eot-4src-eps{eps:g}-g{grain}"
+            s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, grain=float(grain)))
+    # The look in the loss: structural dissimilarity (1 - SSIM) of the photo weighed against the cosines.
+    for budget, eps in ((15.0, 16.0), (15.0, 24.0), (10.0, 16.0)):
+        for look in (2, 8, 32):
+            name = f"cloak{budget:g}-eot-4src-eps{eps:g}-look{look}"
+            s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, look=float(look)))
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
     s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, DEFAULT_MODELS,
                                       replace(eot, steps=15, step_size=18.0))

@@ -30,7 +30,7 @@ from bench.stats import changed_share, psnr, ssim, ssim_local_change
 from facecloak.faces.align import TEMPLATES, align, warp_to_photo
 from facecloak.faces.face import Face
 from facecloak.masking.stage import align_faces
-from facecloak.protection.cloak import CloakSettings, SourceModel
+from facecloak.protection.cloak import SourceModel
 from facecloak.protection.fills import get_fill
 from facecloak.verification.independent import get_independent, iou, match_faces, read_photo
 
@@ -121,9 +121,7 @@ def fill_photo(
     spec = get_fill(fill)
     if not spec.needs_models:
         return spec(image, mask, rng=rng), 0
-    cc = run.recipe.cloak
-    settings = CloakSettings(steps=cc.steps, step_size=cc.step_size, epsilon=cc.epsilon, diversity=cc.diversity,
-                             early_stop=cc.early_stop, eot=cc.eot, decoy=cc.decoy)
+    settings = run.recipe.cloak
     strictest = min(run.recipe.evaluation.far)
     # the masking stage's alignment step: the matrices of the face in every member's template, without warping
     nets = [run.backend.network(m) for m in members]

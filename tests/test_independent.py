@@ -3,6 +3,7 @@ ingredients and the independent evaluation's statistics."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,17 @@ import torch
 
 from bench.independent import choose_probes, gmsd, settings_by_name, table, wilson
 from facecloak.errors import ConfigError
-from facecloak.protection.cloak import CloakSettings, _Draw, _jittered, _jpeg_through, _photo_transform, crop_grid
+from facecloak.protection.cloak import (
+    CloakSettings,
+    SourceModel,
+    _dissimilarity,
+    _Draw,
+    _jittered,
+    _jpeg_through,
+    _photo_transform,
+    cloak,
+    crop_grid,
+)
 from facecloak.verification.independent import SeenFace, iou, match_faces
 from facecloak.verification.panel import FaceVerdict
 
@@ -105,6 +116,65 @@ def test_identity_draw_changes_nothing_and_jpeg_passes_the_gradient_straight_thr
     same = _photo_transform(x.detach(), _Draw())
     assert torch.equal(same, x.detach())
     assert _photo_transform(x.detach(), _Draw(blur=1.0, resize=0.5)).shape == x.shape
+
+
+def test_the_look_term_is_the_measured_structural_dissimilarity() -> None:
+    from bench.stats import ssim
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    noisy = np.clip(img.astype(int) + rng.integers(-30, 30, img.shape), 0, 255).astype(np.uint8)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(2, 0, 1).float()[None]
+
+    assert float(_dissimilarity(t(img), t(img))) == pytest.approx(0.0, abs=1e-6)
+    assert float(_dissimilarity(t(noisy), t(img))) == pytest.approx(1 - ssim(noisy, img), abs=0.02)
+
+
+def _tiny_cloak(settings: CloakSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photo, mask, cloaked) for a random 64x64 photo, one 32 px 'face' read by a tiny random network."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.LazyLinear(16))
+    rng = np.random.default_rng(1)
+    photo = rng.integers(40, 215, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[20:44, 16:48] = True
+    matrix = np.array([[0.5, 0, 0], [0, 0.5, 0]])  # the whole photo -> a 32 px crop: 2 photo px per crop px
+    with torch.no_grad():
+        ref = net(torch.from_numpy(photo).permute(2, 0, 1).float()[None, :, ::2, ::2])
+    source = SourceModel("tiny", net, 32, matrix[None], ref, threshold=None)
+    out, _ = cloak(photo, mask, [source], settings)
+    return photo, mask, out
+
+
+def test_a_coarse_grain_makes_a_smooth_change_inside_the_mask_and_nothing_outside() -> None:
+    base = CloakSettings(steps=8, step_size=8.0, epsilon=20.0, early_stop=False, diversity=False)
+    photo, mask, fine = _tiny_cloak(base)
+    _, _, smooth = _tiny_cloak(replace(base, grain=14.0))  # 14 of 112 crop px: 8 photo px between nodes
+    for out in (fine, smooth):
+        change = out.astype(int) - photo.astype(int)
+        assert np.array_equal(out[~mask], photo[~mask])  # byte-identical outside the mask
+        assert np.abs(change).max() <= 20 and np.abs(change[mask]).mean() > 1
+
+    def roughness(out: np.ndarray) -> float:  # mean step between horizontal neighbours inside the mask
+        c = out.astype(float) - photo.astype(float)
+        return float(np.abs(np.diff(c, axis=1))[mask[:, 1:] & mask[:, :-1]].mean())
+
+    assert roughness(smooth) < 0.5 * roughness(fine)
+
+
+def test_the_look_term_trades_change_for_structure() -> None:
+    from bench.stats import ssim
+
+    base = CloakSettings(steps=10, step_size=8.0, epsilon=24.0, early_stop=False, diversity=False)
+    photo, mask, plain = _tiny_cloak(base)
+    _, _, careful = _tiny_cloak(replace(base, look=50.0))
+    assert np.array_equal(careful[~mask], photo[~mask])
+    assert ssim(careful, photo) > ssim(plain, photo)
+    with pytest.raises(ConfigError):
+        CloakSettings(look=-1.0)
 
 
 def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:

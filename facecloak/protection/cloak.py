@@ -37,6 +37,11 @@ class CloakSettings:
     diversity: sample input transformations each step (the `eot` ingredients; False: the exact alignment);
     eot: which transformations to sample, a subset of `EOT`; samples: transformed copies per step (batched);
     decoy: weight of the pull towards a dissimilar identity (0: off);
+    grain: spatial grain of the change in 112 px crop pixels: the offset is optimised on a grid this coarse over
+    the face and interpolated bilinearly in between, so it is smooth inside a blob and survives resampling
+    (0: every photo pixel free);
+    look: weight of the look term, the mean structural dissimilarity (1 - SSIM, 7x7 windows, per channel) of the
+    photo window to the original, so the cloak spends its change where it costs the least structure (0: off);
     early_stop: stop once every source model's cosine to the reference is below its threshold minus `margin`
     for every face (checked every `check_every` steps on the rounded pixels, without transformations)."""
 
@@ -50,6 +55,8 @@ class CloakSettings:
     eot: tuple[str, ...] = ("jitter", "mirror")
     samples: int = 1
     decoy: float = 0.0
+    grain: float = 0.0
+    look: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.step_size <= 0:
@@ -61,8 +68,8 @@ class CloakSettings:
             raise ConfigError(f"unknown cloak transformation(s) {', '.join(unknown)}; choose from {', '.join(EOT)}")
         if self.samples < 1 or self.check_every < 1:
             raise ConfigError("cloak samples and check_every must be >= 1")
-        if self.decoy < 0 or self.margin < 0:
-            raise ConfigError("cloak decoy weight and margin must be >= 0")
+        if min(self.decoy, self.margin, self.grain, self.look) < 0:
+            raise ConfigError("cloak decoy weight, margin, grain and look must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,32 @@ def _cosines(
     return {s.id: F.cosine_similarity(emb[s.id][0], s.references, dim=1) for s in sources}
 
 
+def _dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - SSIM of two (1, C, H, W) 0-255 images over 7x7 windows per channel (as `bench.stats.ssim`
+    measures the look, scikit-image's uniform window and constants), differentiable in `x`."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, 7, stride=1)
+
+    mx, my = mean(x), mean(y)
+    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return 1 - ssim.mean()
+
+
+def _photo_px_per_crop_px(sources: Sequence[SourceModel]) -> float:
+    """Median photo pixels per 112 px crop pixel over every face and source (the faces' scale in the photo)."""
+    scales = [(s.size / 112) / float(np.sqrt(abs(np.linalg.det(m[:, :2])))) for s in sources for m in s.matrices]
+    return float(np.median(scales))
+
+
+def _offset_grid(shape: tuple[int, int], step: float) -> tuple[int, int]:
+    """Size of a grid whose nodes are about `step` pixels apart and span a (h, w) window corner to corner."""
+    h, w = shape
+    return max(2, math.ceil((h - 1) / step) + 1), max(2, math.ceil((w - 1) / step) + 1)
+
+
 def _decoys(sources: Sequence[SourceModel]) -> dict[str, torch.Tensor]:
     """Per source, (F, D) unit embeddings to pull towards: the given ones, else the bundled face least similar
     to each reference (the photo's own person is never its decoy)."""
@@ -278,13 +311,20 @@ def cloak(
     m = torch.from_numpy(mask[y0 : y0 + h, x0 : x0 + w]).float()[None, None]
     grids = {s.id: torch.cat([crop_grid(mt, (x0, y0, w, h), s.size) for mt in s.matrices]) for s in sources}
     gen = torch.Generator().manual_seed(seed)
-    delta = torch.zeros_like(patch, requires_grad=True)
+    step_px = settings.grain * _photo_px_per_crop_px(sources)
+    coarse = step_px > 1.0  # a grain finer than a photo pixel is no constraint
+    size = _offset_grid((h, w), step_px) if coarse else (h, w)
+    delta = torch.zeros((1, 3, *size), requires_grad=True)
     opt = torch.optim.Adam([delta], lr=settings.step_size)
+
+    def offset() -> torch.Tensor:  # the change of every window pixel (bilinear between grid nodes: within +-eps)
+        return F.interpolate(delta, size=(h, w), mode="bilinear", align_corners=True) if coarse else delta
+
     thresholds = {s.id: s.threshold for s in sources}
     decoys = _decoys(sources) if settings.decoy > 0 else {}
     used = 0
     for step in range(settings.steps):
-        x = (patch + delta * m).clamp(0, 255)
+        x = (patch + offset() * m).clamp(0, 255)
         draws = [_draw(settings.eot, gen) if settings.diversity else _Draw() for _ in range(settings.samples)]
         emb = _embeddings(sources, x, grids, draws)
         losses = []
@@ -295,22 +335,25 @@ def cloak(
                 term = term - settings.decoy * (e * decoys[s.id]).sum(-1).mean()
             losses.append(term)
         loss = torch.stack(losses).mean()
+        if settings.look > 0:
+            loss = loss + settings.look * _dissimilarity(x, patch)
         opt.zero_grad()
         loss.backward()
         opt.step()
         with torch.no_grad():
             if settings.epsilon is not None:
                 delta.clamp_(-settings.epsilon, settings.epsilon)
-            delta.copy_((patch + delta).clamp(0, 255) - patch)  # stay inside the valid colour range
+            if not coarse:
+                delta.copy_((patch + delta).clamp(0, 255) - patch)  # stay inside the valid colour range
         used = step + 1
         if settings.early_stop and used % settings.check_every == 0 and all(t is not None for t in thresholds.values()):
             with torch.no_grad():
-                q = (patch + delta * m).clamp(0, 255).round()
+                q = (patch + offset() * m).clamp(0, 255).round()
                 cos_now = _cosines(sources, q, grids)
             if all(bool((c < thresholds[k] - settings.margin).all()) for k, c in cos_now.items()):  # type: ignore[operator]
                 break
     with torch.no_grad():
-        new_patch = (patch + delta * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        new_patch = (patch + offset() * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     out = image.copy()
     window_mask = mask[y0 : y0 + h, x0 : x0 + w]
     out[y0 : y0 + h, x0 : x0 + w][window_mask] = new_patch[window_mask]
