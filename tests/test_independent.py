@@ -177,6 +177,30 @@ def test_the_look_term_trades_change_for_structure() -> None:
         CloakSettings(look=-1.0)
 
 
+def test_a_stochastic_ensemble_runs_the_drawn_sources_only() -> None:
+    class Counting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+            self.head = torch.nn.Conv2d(3, 4, 8, stride=8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self.head(x).flatten(1)
+
+    photo = np.random.default_rng(2).integers(40, 215, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    nets = [Counting(), Counting(), Counting()]
+    sources = [SourceModel(f"s{i}", n, 32, np.array([[[0.5, 0, 0], [0, 0.5, 0]]]), torch.ones(1, 64), None)
+               for i, n in enumerate(nets)]
+    settings = CloakSettings(steps=12, early_stop=False, diversity=False, sources_per_step=1)
+    out, steps = cloak(photo, mask, sources, settings)
+    assert steps == 12 and sum(n.calls for n in nets) == 12  # one source per step, not three
+    assert sum(n.calls > 0 for n in nets) >= 2  # drawn, not always the same one
+    assert not np.array_equal(out[mask], photo[mask])
+
+
 def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text(
         "path,identity\n" + "".join(f"{p}/{i}.jpg,{p}\n" for p in "abcde" for i in range(3)) + "z/0.jpg,z\n")

@@ -36,6 +36,8 @@ class CloakSettings:
     epsilon: optional L-inf bound on the change of each masked pixel (None: free inside [0, 255]);
     diversity: sample input transformations each step (the `eot` ingredients; False: the exact alignment);
     eot: which transformations to sample, a subset of `EOT`; samples: transformed copies per step (batched);
+    sources_per_step: source models drawn (seeded) for each step's gradient, a stochastic ensemble that costs
+    that share of the full one per step (0: every source every step);
     decoy: weight of the pull towards a dissimilar identity (0: off);
     grain: spatial grain of the change in 112 px crop pixels: the offset is optimised on a grid this coarse over
     the face and interpolated bilinearly in between, so it is smooth inside a blob and survives resampling
@@ -57,6 +59,7 @@ class CloakSettings:
     decoy: float = 0.0
     grain: float = 0.0
     look: float = 0.0
+    sources_per_step: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.step_size <= 0:
@@ -66,6 +69,8 @@ class CloakSettings:
         unknown = sorted(set(self.eot) - set(EOT))
         if unknown:
             raise ConfigError(f"unknown cloak transformation(s) {', '.join(unknown)}; choose from {', '.join(EOT)}")
+        if self.sources_per_step < 0:
+            raise ConfigError("cloak sources_per_step must be >= 0 (0: every source)")
         if self.samples < 1 or self.check_every < 1:
             raise ConfigError("cloak samples and check_every must be >= 1")
         if min(self.decoy, self.margin, self.grain, self.look) < 0:
@@ -326,9 +331,13 @@ def cloak(
     for step in range(settings.steps):
         x = (patch + offset() * m).clamp(0, 255)
         draws = [_draw(settings.eot, gen) if settings.diversity else _Draw() for _ in range(settings.samples)]
-        emb = _embeddings(sources, x, grids, draws)
+        drawn = sources
+        if 0 < settings.sources_per_step < len(sources):
+            picked = torch.randperm(len(sources), generator=gen)[: settings.sources_per_step]
+            drawn = [sources[i] for i in sorted(picked.tolist())]
+        emb = _embeddings(drawn, x, grids, draws)
         losses = []
-        for s in sources:
+        for s in drawn:
             e = F.normalize(emb[s.id], dim=-1)
             term = (e * F.normalize(s.references.float(), dim=1)).sum(-1).mean()
             if decoys:
