@@ -378,16 +378,22 @@ def _ablation() -> dict[str, Setting]:
             name = f"cloak{budget:g}-eot-4src-eps{eps:g}-g{grain}"
             s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, grain=float(grain)))
     # The look in the loss: structural dissimilarity (1 - SSIM) of the photo weighed against the cosines.
-    for budget, eps in ((10.0, 16.0), (15.0, 16.0), (15.0, 24.0), (20.0, 16.0)):
+    for budget, eps in ((10.0, 16.0), (15.0, 16.0), (15.0, 24.0), (20.0, 16.0), (25.0, 16.0)):
         for look in (2, 4, 8, 16, 32):
             name = f"cloak{budget:g}-eot-4src-eps{eps:g}-look{look}"
             s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, look=float(look)))
-    # The cost: a stochastic ensemble, k of the four sources drawn for each step.
+    # The cost of the look-weighted cloak: a stochastic ensemble (k of the four sources drawn for each step),
+    # fewer and larger steps, or the three 112 px sources only.
+    subtle = replace(eot, epsilon=16.0, look=16.0)
     for k in (1, 2):
-        for steps in (30, 45):
-            name = f"cloak15-eot-4src-eps16-look4-k{k}-{steps}"
-            s[name] = Setting(name, "cloak", 15.0, CLOAK_SOURCES,
-                              replace(eot, epsilon=16.0, look=4.0, sources_per_step=k, steps=steps))
+        name = f"cloak25-eot-4src-eps16-look16-k{k}"
+        s[name] = Setting(name, "cloak", 25.0, CLOAK_SOURCES, replace(subtle, sources_per_step=k))
+    s["cloak25-eot-4src-eps16-look16-k1-20"] = Setting("cloak25-eot-4src-eps16-look16-k1-20", "cloak", 25.0,
+                                                       CLOAK_SOURCES, replace(subtle, sources_per_step=1, steps=20))
+    s["cloak25-eot-4src-eps16-look16-15"] = Setting("cloak25-eot-4src-eps16-look16-15", "cloak", 25.0, CLOAK_SOURCES,
+                                                    replace(subtle, steps=15, step_size=18.0))
+    s["cloak25-eot-3src-eps16-look16-15"] = Setting("cloak25-eot-3src-eps16-look16-15", "cloak", 25.0, DEFAULT_MODELS,
+                                                    replace(subtle, steps=15, step_size=18.0))
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
     s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, DEFAULT_MODELS,
                                       replace(eot, steps=15, step_size=18.0))
