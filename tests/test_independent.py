@@ -130,6 +130,12 @@ def test_the_look_term_is_the_measured_structural_dissimilarity() -> None:
 
     assert float(_dissimilarity(t(img), t(img))) == pytest.approx(0.0, abs=1e-6)
     assert float(_dissimilarity(t(noisy), t(img))) == pytest.approx(1 - ssim(noisy, img), abs=0.02)
+    # changes confined to a mask: filtering only around it gives the same mean
+    mask = np.zeros(img.shape[:2], bool)
+    mask[10:20, 30:36] = True
+    spot = np.where(mask[..., None], noisy, img)
+    full = float(_dissimilarity(t(spot), t(img)))
+    assert full > 0 and float(_dissimilarity(t(spot), t(img), mask)) == pytest.approx(full, rel=1e-4)
 
 
 def _tiny_cloak(settings: CloakSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

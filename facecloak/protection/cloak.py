@@ -256,18 +256,27 @@ def _cosines(
     return {s.id: F.cosine_similarity(emb[s.id][0], s.references, dim=1) for s in sources}
 
 
-def _dissimilarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _dissimilarity(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray | None = None) -> torch.Tensor:
     """Mean 1 - SSIM of two (1, C, H, W) 0-255 images over 7x7 windows per channel (as `bench.stats.ssim`
-    measures the look, scikit-image's uniform window and constants), differentiable in `x`."""
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    measures the look, scikit-image's uniform window and constants), differentiable in `x`.
 
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(t, 7, stride=1)
+    `mask` (H, W): where x may differ from y. Windows that touch no masked pixel score exactly 1, so only the
+    masked pixels' bounding box (plus the window's reach) is filtered; the mean is still over every window."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    windows = (x.shape[-2] - 6) * (x.shape[-1] - 6)
+    if mask is not None and mask.any():
+        ys, xs = np.nonzero(mask)
+        rows = slice(max(int(ys.min()) - 6, 0), int(ys.max()) + 7)
+        cols = slice(max(int(xs.min()) - 6, 0), int(xs.max()) + 7)
+        x, y = x[..., rows, cols], y[..., rows, cols]
+
+    def mean(t: torch.Tensor) -> torch.Tensor:  # the 7x7 box filter, separably
+        return F.avg_pool2d(F.avg_pool2d(t, (7, 1), stride=1), (1, 7), stride=1)
 
     mx, my = mean(x), mean(y)
     vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return 1 - ssim.mean()
+    return (1 - ssim).sum() / (windows * x.shape[1])
 
 
 def _photo_px_per_crop_px(sources: Sequence[SourceModel]) -> float:
@@ -313,7 +322,8 @@ def cloak(
         return image.copy(), 0
     x0, y0, w, h = _window(mask, sources, image.shape[:2])
     patch = torch.from_numpy(np.array(image[y0 : y0 + h, x0 : x0 + w])).permute(2, 0, 1).float()[None]
-    m = torch.from_numpy(mask[y0 : y0 + h, x0 : x0 + w]).float()[None, None]
+    window_mask = mask[y0 : y0 + h, x0 : x0 + w]
+    m = torch.from_numpy(window_mask).float()[None, None]
     grids = {s.id: torch.cat([crop_grid(mt, (x0, y0, w, h), s.size) for mt in s.matrices]) for s in sources}
     gen = torch.Generator().manual_seed(seed)
     step_px = settings.grain * _photo_px_per_crop_px(sources)
@@ -345,7 +355,7 @@ def cloak(
             losses.append(term)
         loss = torch.stack(losses).mean()
         if settings.look > 0:
-            loss = loss + settings.look * _dissimilarity(x, patch)
+            loss = loss + settings.look * _dissimilarity(x, patch, window_mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -364,6 +374,5 @@ def cloak(
     with torch.no_grad():
         new_patch = (patch + offset() * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     out = image.copy()
-    window_mask = mask[y0 : y0 + h, x0 : x0 + w]
     out[y0 : y0 + h, x0 : x0 + w][window_mask] = new_patch[window_mask]
     return out, used
