@@ -375,9 +375,9 @@ def _still_matched(r: PhotoReport) -> str:
 
     faces = [f"face {i + 1} {verdict_text(v['matched_by'], v['m'])}" for i, v in enumerate(r.verdict)
              if not v["protected"]]
-    top = r.face_levels and all(lv == "high" for lv in r.face_levels)
+    top = r.face_levels and all(lv == ORDER[-1] for lv in r.face_levels)
     advice = ("the highest level did not stop them; keep this photo private or blur the face" if top
-              else "try --level high or --escalate")
+              else f"try --level {ORDER[-1]} or --escalate")
     reference = ("its unprotected original (the strictest test; --person-photos compares with other photos of the "
                  "person instead)" if not r.person_reference else "the person's reference photos")
     return f"{'; '.join(faces)}: they still link the written photo to {reference}; {advice}"
