@@ -15,10 +15,10 @@ from facecloak.errors import ConfigError
 from facecloak.protection.cloak import (
     CloakSettings,
     SourceModel,
-    _dissimilarity,
     _Draw,
     _jittered,
     _jpeg_through,
+    _LookTerm,
     _photo_transform,
     cloak,
     crop_grid,
@@ -128,14 +128,16 @@ def test_the_look_term_is_the_measured_structural_dissimilarity() -> None:
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).permute(2, 0, 1).float()[None]
 
-    assert float(_dissimilarity(t(img), t(img))) == pytest.approx(0.0, abs=1e-6)
-    assert float(_dissimilarity(t(noisy), t(img))) == pytest.approx(1 - ssim(noisy, img), abs=0.02)
+    assert float(_LookTerm(t(img))(t(img))) == pytest.approx(0.0, abs=1e-6)
+    assert float(_LookTerm(t(img))(t(noisy))) == pytest.approx(1 - ssim(noisy, img), abs=0.02)
     # changes confined to a mask: filtering only around it gives the same mean
     mask = np.zeros(img.shape[:2], bool)
     mask[10:20, 30:36] = True
     spot = np.where(mask[..., None], noisy, img)
-    full = float(_dissimilarity(t(spot), t(img)))
-    assert full > 0 and float(_dissimilarity(t(spot), t(img), mask)) == pytest.approx(full, rel=1e-4)
+    full = float(_LookTerm(t(img))(t(spot)))
+    assert full > 0 and float(_LookTerm(t(img), mask)(t(spot))) == pytest.approx(full, rel=1e-4)
+    # every other window in each direction: an estimate of the same mean
+    assert float(_LookTerm(t(img), stride=2)(t(noisy))) == pytest.approx(float(_LookTerm(t(img))(t(noisy))), rel=0.1)
 
 
 def _tiny_cloak(settings: CloakSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
