@@ -394,6 +394,10 @@ def _ablation() -> dict[str, Setting]:
                                                     replace(subtle, steps=15, step_size=18.0))
     s["cloak25-eot-3src-eps16-look16-15"] = Setting("cloak25-eot-3src-eps16-look16-15", "cloak", 25.0, DEFAULT_MODELS,
                                                     replace(subtle, steps=15, step_size=18.0))
+    # Leave one source out of `high`'s four: what each source model adds on the held-out verifiers.
+    for left_out in CLOAK_SOURCES:
+        name = f"cloak25-eot-eps16-look16-without-{left_out}"
+        s[name] = Setting(name, "cloak", 25.0, tuple(m for m in CLOAK_SOURCES if m != left_out), subtle)
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
     s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, DEFAULT_MODELS,
                                       replace(eot, steps=15, step_size=18.0))
