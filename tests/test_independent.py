@@ -136,8 +136,6 @@ def test_the_look_term_is_the_measured_structural_dissimilarity() -> None:
     spot = np.where(mask[..., None], noisy, img)
     full = float(_LookTerm(t(img))(t(spot)))
     assert full > 0 and float(_LookTerm(t(img), mask)(t(spot))) == pytest.approx(full, rel=1e-4)
-    # every other window in each direction: an estimate of the same mean
-    assert float(_LookTerm(t(img), stride=2)(t(noisy))) == pytest.approx(float(_LookTerm(t(img))(t(noisy))), rel=0.1)
 
 
 def _tiny_cloak(settings: CloakSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
