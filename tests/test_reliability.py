@@ -361,7 +361,8 @@ def test_signal_mid_batch_leaves_no_partial_files_and_rerun_resumes(
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     face = astronaut(256)
-    for i in range(5):
+    n = 16  # enough work left after the first output that the signal lands mid-batch on a fast, quiet machine
+    for i in range(n):
         Image.fromarray(np.roll(face, 6 * i, axis=0)).save(src / f"p{i}.png")
     process = subprocess.Popen(
         subprocess_cmd("protect", src, "-o", out, *FAST, "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -374,15 +375,15 @@ def test_signal_mid_batch_leaves_no_partial_files_and_rerun_resumes(
     assert "interrupted after" in stderr and "Traceback" not in stderr
     finished = {p.name: sha256(p) for p in out.iterdir()}
     assert temp_leftovers(out) == [] and all(not n.startswith(".") for n in finished)
-    assert 1 <= len(finished) < 5
+    assert 1 <= len(finished) < n
     for name in finished:
         assert read_image(out / name).width == 256  # complete files only
     resumed = invoke(["protect", src, "-o", out, *FAST, "--json"])
     _, summary = json_lines(resumed.stdout)
     assert resumed.exit_code == 0
-    assert summary["summary"] == {"exists": len(finished), "unverified": 5 - len(finished)}
+    assert summary["summary"] == {"exists": len(finished), "unverified": n - len(finished)}
     assert all(sha256(out / n) == h for n, h in finished.items())  # finished outputs not redone
-    assert len(list(out.iterdir())) == 5
+    assert len(list(out.iterdir())) == n
 
 
 @pytest.mark.slow
