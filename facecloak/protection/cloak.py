@@ -40,8 +40,8 @@ class CloakSettings:
     that share of the full one per step (0: every source every step);
     decoy: weight of the pull towards a dissimilar identity (0: off);
     grain: spatial grain of the change in 112 px crop pixels: the offset is optimised on a grid this coarse over
-    the face and interpolated bilinearly in between, so it is smooth inside a blob and survives resampling
-    (0: every photo pixel free);
+    the face and interpolated bilinearly in between, so it is smooth inside a blob (0: every photo pixel free;
+    measured at 2 and 3 it lost most of the dodge, `bench/results/independent-look-lfw`, so no level uses it);
     look: weight of the look term, the mean structural dissimilarity (1 - SSIM, 7x7 windows, per channel) of the
     photo window to the original, so the cloak spends its change where it costs the least structure (0: off);
     early_stop: stop once every source model's cosine to the reference is below its threshold minus `margin`
