@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.config import Defence
+from bench.defences import apply_defence
 from bench.stats import psnr, ssim_local_change
 from facecloak.errors import DataError
 from facecloak.files import atomic_write_text
@@ -191,14 +193,20 @@ def run(
     seed: int = 0,
     progress: Progress = no_progress,
     checkpoint: Path | None = None,
+    defences: Sequence[Defence] = (),
 ) -> dict[str, Any]:
     """Per probe: the clean and each protected file read by every pipeline. Returns the raw rows and the table.
 
+    `defences` (`bench.config.parse_defence`: jpeg75, resize50, blur1, inpaint-mask) are applied to the decoded
+    file before the pipelines read it, to the unprotected file too (`unprotected@jpeg75`: what the processing alone
+    does) and to each protected one (`high@jpeg75`); inpaint-mask gets exactly the pixels the protection changed.
+
     With `checkpoint` (a .jsonl file), each finished probe is appended there and a rerun skips the probes it
-    already holds for the same settings, pipelines and seed (a long run survives an interruption)."""
+    already holds for the same settings, pipelines, seed and defences (a long run survives an interruption)."""
     reader = Reader(pipelines)
     rows: list[dict[str, Any]] = []
-    key = json.dumps([[_setting_json(s) for s in settings], list(pipelines), seed], sort_keys=True, default=str)
+    config: list[Any] = [[_setting_json(s) for s in settings], list(pipelines), seed]
+    key = json.dumps(config + ([[d.name for d in defences]] if defences else []), sort_keys=True, default=str)
     done: dict[str, dict[str, Any]] = {}
     if checkpoint is not None and checkpoint.is_file():
         for line in checkpoint.read_text().splitlines():
@@ -215,8 +223,17 @@ def run(
             row: dict[str, Any] = {"identity": probe.identity, "probe": probe.probe.name,
                                    "probe_path": str(probe.probe),
                                    }
-            clean = reader.faces(written_copy(rgb, probe.probe, Path(tmp)))
+            unprotected = written_copy(rgb, probe.probe, Path(tmp))
+            clean = reader.faces(unprotected)
             row["clean"] = reader.best_match(clean, gallery)
+            nothing = np.zeros(rgb.shape[:2], bool)
+            for d in defences:
+                seen_d = apply_defence(d, unprotected, nothing)
+                faces_d = reader.faces(seen_d)
+                row[f"unprotected@{d.name}"] = {
+                    "faces": 0, "cpu_s": 0.0, "steps": 0, "changed_of_face": 0.0,
+                    "match": reader.best_match(faces_d, gallery), "self": reader.best_match(faces_d, clean),
+                    "psnr_photo": psnr(rgb, seen_d), "ssim_photo": ssim_local_change(rgb, seen_d), "gmsd_face": 0.0}
             for s in settings:
                 protected, cost = protect_probe(rgb, s, seed)
                 decoded = written_copy(protected, probe.probe, Path(tmp))
@@ -227,14 +244,29 @@ def run(
                                "self": reader.best_match(seen, clean),
                                "psnr_photo": psnr(rgb, decoded), "ssim_photo": ssim_local_change(rgb, decoded),
                                "gmsd_face": gmsd(rgb[box], decoded[box]) if box else 0.0}
+                changed = (protected != rgb).any(axis=-1)
+                for d in defences:
+                    seen_d = apply_defence(d, decoded, changed)
+                    faces_d = reader.faces(seen_d)
+                    row[f"{s.name}@{d.name}"] = {
+                        **cost, "match": reader.best_match(faces_d, gallery), "self": reader.best_match(faces_d, clean),
+                        "psnr_photo": psnr(rgb, seen_d), "ssim_photo": ssim_local_change(rgb, seen_d),
+                        "gmsd_face": gmsd(rgb[box], seen_d[box]) if box else 0.0}
             rows.append(row)
             if checkpoint is not None:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 with checkpoint.open("a") as fh:
                     fh.write(json.dumps({"key": key, "row": row}, default=float) + "\n")
-    return {"rows": rows, "table": table(rows, [s.name for s in settings], reader.thresholds),
+    names = column_names([s.name for s in settings], [d.name for d in defences])
+    return {"rows": rows, "table": table(rows, names, reader.thresholds),
             "thresholds": reader.thresholds, "pipelines": list(pipelines),
-            "settings": [_setting_json(s) for s in settings], "seed": seed, "far": FAR}
+            "settings": [_setting_json(s) for s in settings], "seed": seed, "far": FAR,
+            "defences": [d.name for d in defences]}
+
+
+def column_names(settings: Sequence[str], defences: Sequence[str]) -> list[str]:
+    """The table's settings: each setting, then per defence the unprotected file and each setting under it."""
+    return [*settings, *(f"{name}@{d}" for d in defences for name in ("unprotected", *settings))]
 
 
 def _face_box(rgb: np.ndarray, cost: Mapping[str, Any]) -> tuple[slice, slice] | None:
@@ -452,8 +484,9 @@ def combine(checkpoints: Sequence[Path]) -> dict[str, Any]:
             rows.append(saved["row"])
     if len(keys) != 1:
         raise DataError(f"the checkpoints hold {len(keys)} different configurations; combine one at a time")
-    settings_json, pipelines, seed = json.loads(keys.pop())
+    settings_json, pipelines, seed, *rest = json.loads(keys.pop())
+    defences = rest[0] if rest else []
     reader = Reader(pipelines)
-    names = [s["name"] for s in settings_json]
+    names = column_names([s["name"] for s in settings_json], defences)
     return {"rows": rows, "table": table(rows, names, reader.thresholds), "thresholds": reader.thresholds,
-            "pipelines": pipelines, "settings": settings_json, "seed": seed, "far": FAR}
+            "pipelines": pipelines, "settings": settings_json, "seed": seed, "far": FAR, "defences": defences}

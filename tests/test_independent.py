@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.independent import choose_probes, gmsd, settings_by_name, table, wilson
+from bench.independent import choose_probes, column_names, gmsd, settings_by_name, table, wilson
 from facecloak.errors import ConfigError
 from facecloak.protection.cloak import (
     CloakSettings,
@@ -84,6 +84,18 @@ def test_dodge_table_uses_only_probes_the_pipeline_could_read() -> None:
 def _cost() -> dict:
     return {"faces": 1, "cpu_s": 1.0, "steps": 10, "changed_of_face": 0.02, "psnr_photo": 40.0, "ssim_photo": 0.99,
             "gmsd_face": 0.01}
+
+
+def test_defence_columns_put_the_unprotected_file_beside_each_setting() -> None:
+    names = column_names(["low", "high"], ["jpeg75", "inpaint-mask"])
+    assert names == ["low", "high", "unprotected@jpeg75", "low@jpeg75", "high@jpeg75",
+                     "unprotected@inpaint-mask", "low@inpaint-mask", "high@inpaint-mask"]
+    assert column_names(["high"], []) == ["high"]
+    rows = [{"clean": {"dlib": 0.95}, "high": {"match": {"dlib": 0.5}, **_cost()},
+             "unprotected@jpeg75": {"match": {"dlib": 0.94}, **_cost()},
+             "high@jpeg75": {"match": {"dlib": 0.93}, **_cost()}}]
+    lines = {t["setting"]: t["dodged"] for t in table(rows, column_names(["high"], ["jpeg75"]), {"dlib": 0.9})}
+    assert lines == {"clean": 0, "high": 1, "unprotected@jpeg75": 0, "high@jpeg75": 0}
 
 
 def test_settings_by_name_knows_levels_ablation_and_random_controls() -> None:

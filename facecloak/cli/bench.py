@@ -186,18 +186,23 @@ def independent_command(
         "dlib,arcface,hse"),
     seed: int = 0,
     shard: Annotated[str, typer.Option(help="i/n: measure every n-th probe starting at i (parallel runs).")] = "0/1",
+    defence: Annotated[list[str] | None, typer.Option(
+        "--defence", help="Processing applied to each written file before the recognisers read it (repeatable): "
+                          "jpeg<quality>, resize<percent>, blur<sigma>, inpaint-mask.")] = None,
 ) -> None:
     """Protect photos, write and decode them, and let independent recognisers read them their own way."""
     from facecloak.cli.common import parse_names
 
     with _bench_checkout():
         from bench import independent
+        from bench.config import parse_defence
+    defences = [parse_defence(d) for d in defence or []]
     settings = independent.settings_by_name(setting or independent.default_setting_names())
     probes = independent.choose_probes(data, people=people, seed=seed, probes_per_person=probes_per_person)
     i, n = (int(v) for v in shard.split("/"))
     probes = probes[i::n]
     result = independent.run(probes, settings, parse_names(pipelines) or [], seed=seed, progress=progress_iter,
-                             checkpoint=out / "rows.jsonl")
+                             checkpoint=out / "rows.jsonl", defences=defences)
     independent.write_outputs(result, out, _command_line())
     console.print(independent.markdown(result))
     console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")
