@@ -338,7 +338,11 @@ def _suggest(key: str, valid: Iterable[str]) -> str:
 
 
 def _check_keys(table: Mapping[str, Any], cls: type, where: str, extra: Sequence[str] = ()) -> None:
-    valid = [f.name for f in fields(cls) if f.init] + list(extra)
+    _check_names(table, [f.name for f in fields(cls) if f.init] + list(extra), where)
+
+
+def _check_names(table: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    """Refuse a key of `table` that is not in `valid`, suggesting the nearest."""
     for key in table:
         if key not in valid:
             raise ConfigError(f"unknown key {_dotted(where, key)!r}{_suggest(key, valid)}")
@@ -481,9 +485,7 @@ def leam_to_dict(settings: LeamSettings) -> dict[str, Any]:
 
 def _leam(raw: Mapping[str, Any]) -> LeamSettings:
     """The `[leam]` table parsed straight into `LeamSettings`, which validates the names (one `ConfigError`)."""
-    for key in raw:
-        if key not in LEAM_KEYS:
-            raise ConfigError(f"unknown key {_dotted('leam', key)!r}{_suggest(key, LEAM_KEYS)}")
+    _check_names(raw, LEAM_KEYS, "leam")
     d = LeamSettings()
     gamma = _number(raw.get("gamma", d.gamma), "leam.gamma")
     if gamma < 0:
@@ -525,9 +527,7 @@ def _evaluation(raw: Mapping[str, Any], known: KnownNames) -> EvaluationConfig:
 
 def _cloak(raw: Mapping[str, Any]) -> CloakSettings:
     """The `[cloak]` table over `RECIPE_CLOAK`; `CloakSettings` validates the values (one `ConfigError`)."""
-    for key in raw:
-        if key not in CLOAK_KEYS:
-            raise ConfigError(f"unknown key {_dotted('cloak', key)!r}{_suggest(key, CLOAK_KEYS)}")
+    _check_names(raw, CLOAK_KEYS, "cloak")
     d = RECIPE_CLOAK
     eps_raw = raw.get("epsilon", d.epsilon)
     epsilon = None if eps_raw is None or eps_raw == "none" else _positive(eps_raw, "cloak.epsilon", 255.0)

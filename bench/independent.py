@@ -226,32 +226,21 @@ def run(
             unprotected = written_copy(rgb, probe.probe, Path(tmp))
             clean = reader.faces(unprotected)
             row["clean"] = reader.best_match(clean, gallery)
-            nothing = np.zeros(rgb.shape[:2], bool)
+
+            untouched = np.zeros(rgb.shape[:2], bool)
+            no_cost = {"faces": 0, "cpu_s": 0.0, "steps": 0, "changed_of_face": 0.0}
             for d in defences:
-                seen_d = apply_defence(d, unprotected, nothing)
-                faces_d = reader.faces(seen_d)
-                row[f"unprotected@{d.name}"] = {
-                    "faces": 0, "cpu_s": 0.0, "steps": 0, "changed_of_face": 0.0,
-                    "match": reader.best_match(faces_d, gallery), "self": reader.best_match(faces_d, clean),
-                    "psnr_photo": psnr(rgb, seen_d), "ssim_photo": ssim_local_change(rgb, seen_d), "gmsd_face": 0.0}
+                seen = apply_defence(d, unprotected, untouched)
+                row[f"unprotected@{d.name}"] = {**no_cost, **_reading(reader, rgb, seen, None, gallery, clean)}
             for s in settings:
                 protected, cost = protect_probe(rgb, s, seed)
                 decoded = written_copy(protected, probe.probe, Path(tmp))
                 box = _face_box(rgb, cost)
-                seen = reader.faces(decoded)
-                # "self": the protected file against its own unprotected original, what `protect`'s verdict uses
-                row[s.name] = {**cost, "match": reader.best_match(seen, gallery),
-                               "self": reader.best_match(seen, clean),
-                               "psnr_photo": psnr(rgb, decoded), "ssim_photo": ssim_local_change(rgb, decoded),
-                               "gmsd_face": gmsd(rgb[box], decoded[box]) if box else 0.0}
+                row[s.name] = {**cost, **_reading(reader, rgb, decoded, box, gallery, clean)}
                 changed = (protected != rgb).any(axis=-1)
                 for d in defences:
-                    seen_d = apply_defence(d, decoded, changed)
-                    faces_d = reader.faces(seen_d)
-                    row[f"{s.name}@{d.name}"] = {
-                        **cost, "match": reader.best_match(faces_d, gallery), "self": reader.best_match(faces_d, clean),
-                        "psnr_photo": psnr(rgb, seen_d), "ssim_photo": ssim_local_change(rgb, seen_d),
-                        "gmsd_face": gmsd(rgb[box], seen_d[box]) if box else 0.0}
+                    seen = apply_defence(d, decoded, changed)
+                    row[f"{s.name}@{d.name}"] = {**cost, **_reading(reader, rgb, seen, box, gallery, clean)}
             rows.append(row)
             if checkpoint is not None:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +251,16 @@ def run(
             "thresholds": reader.thresholds, "pipelines": list(pipelines),
             "settings": [_setting_json(s) for s in settings], "seed": seed, "far": FAR,
             "defences": [d.name for d in defences]}
+
+
+def _reading(reader: Reader, rgb: np.ndarray, seen: np.ndarray, box: tuple[slice, slice] | None,
+             gallery: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """What the pipelines make of a written file `seen` of the input `rgb`: its best match to the gallery and to
+    the unprotected original (`clean`'s faces: "self", what `protect`'s verdict uses), and its image quality."""
+    faces = reader.faces(seen)
+    return {"match": reader.best_match(faces, gallery), "self": reader.best_match(faces, clean),
+            "psnr_photo": psnr(rgb, seen), "ssim_photo": ssim_local_change(rgb, seen),
+            "gmsd_face": gmsd(rgb[box], seen[box]) if box else 0.0}
 
 
 def column_names(settings: Sequence[str], defences: Sequence[str]) -> list[str]:
@@ -382,59 +381,47 @@ def _ablation() -> dict[str, Setting]:
     from facecloak.protection.levels import CLOAK_SOURCES, TRANSFER_EOT
 
     old = CloakSettings(steps=30)  # the cloak before this study: stop at the sources' thresholds - 0.05
-    s = {
-        "black1": Setting("black1", "black", 1.0),
-        "black2": Setting("black2", "black", 2.0),
-        "cloak2-old": Setting("cloak2-old", "cloak", 2.0, cloak=old),
-        "cloak2-noearly": Setting("cloak2-noearly", "cloak", 2.0, cloak=replace(old, early_stop=False)),
-    }
+    s = {"black1": Setting("black1", "black", 1.0), "black2": Setting("black2", "black", 2.0)}
+
+    def add(name: str, budget: float, cloak: CloakSettings, models: tuple[str, ...] = DEFAULT_MODELS) -> None:
+        s[name] = Setting(name, "cloak", budget, models, cloak)
+
+    add("cloak2-old", 2.0, old)
+    add("cloak2-noearly", 2.0, replace(old, early_stop=False))
     eot = replace(old, early_stop=False, eot=TRANSFER_EOT)
-    s["cloak2-eot"] = Setting("cloak2-eot", "cloak", 2.0, cloak=eot)
-    s["cloak2-eot-4src"] = Setting("cloak2-eot-4src", "cloak", 2.0, CLOAK_SOURCES, eot)
-    s["cloak2-eot-4src-decoy"] = Setting("cloak2-eot-4src-decoy", "cloak", 2.0, CLOAK_SOURCES,
-                                         replace(eot, decoy=0.5))
-    s["cloak5-eot-4src"] = Setting("cloak5-eot-4src", "cloak", 5.0, CLOAK_SOURCES, eot)
-    s["cloak5-eot-4src-60"] = Setting("cloak5-eot-4src-60", "cloak", 5.0, CLOAK_SOURCES, replace(eot, steps=60))
+    add("cloak2-eot", 2.0, eot)
+    add("cloak2-eot-4src", 2.0, eot, CLOAK_SOURCES)
+    add("cloak2-eot-4src-decoy", 2.0, replace(eot, decoy=0.5), CLOAK_SOURCES)
+    add("cloak5-eot-4src", 5.0, eot, CLOAK_SOURCES)
+    add("cloak5-eot-4src-60", 5.0, replace(eot, steps=60), CLOAK_SOURCES)
     # The look: an L-inf bound on each pixel's change (0-255 levels), with more pixels where the bound is tighter.
-    s["cloak5-eot-4src-eps32"] = Setting("cloak5-eot-4src-eps32", "cloak", 5.0, CLOAK_SOURCES,
-                                         replace(eot, epsilon=32.0))
-    s["cloak10-eot-4src-eps24"] = Setting("cloak10-eot-4src-eps24", "cloak", 10.0, CLOAK_SOURCES,
-                                          replace(eot, epsilon=24.0))
-    s["cloak10-eot-4src-eps16"] = Setting("cloak10-eot-4src-eps16", "cloak", 10.0, CLOAK_SOURCES,
-                                          replace(eot, epsilon=16.0))
-    s["cloak15-eot-4src-eps16"] = Setting("cloak15-eot-4src-eps16", "cloak", 15.0, CLOAK_SOURCES,
-                                          replace(eot, epsilon=16.0))
+    for budget, eps in ((5.0, 32.0), (10.0, 24.0), (10.0, 16.0), (15.0, 16.0)):
+        add(f"cloak{budget:g}-eot-4src-eps{eps:g}", budget, replace(eot, epsilon=eps), CLOAK_SOURCES)
     # Smooth inside a blob: the offset on a grid `grain` crop pixels apart, bilinear in between.
     for budget, eps in ((15.0, 16.0), (10.0, 16.0), (10.0, 24.0)):
         for grain in (2, 3):
-            name = f"cloak{budget:g}-eot-4src-eps{eps:g}-g{grain}"
-            s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, grain=float(grain)))
+            add(f"cloak{budget:g}-eot-4src-eps{eps:g}-g{grain}", budget,
+                replace(eot, epsilon=eps, grain=float(grain)), CLOAK_SOURCES)
     # The look in the loss: structural dissimilarity (1 - SSIM) of the photo weighed against the cosines.
     for budget, eps in ((10.0, 16.0), (15.0, 16.0), (15.0, 24.0), (20.0, 16.0), (25.0, 16.0)):
         for look in (2, 4, 8, 16, 32):
-            name = f"cloak{budget:g}-eot-4src-eps{eps:g}-look{look}"
-            s[name] = Setting(name, "cloak", budget, CLOAK_SOURCES, replace(eot, epsilon=eps, look=float(look)))
-    # The cost of the look-weighted cloak: a stochastic ensemble (k of the four sources drawn for each step),
-    # fewer and larger steps, or the three 112 px sources only.
+            add(f"cloak{budget:g}-eot-4src-eps{eps:g}-look{look}", budget,
+                replace(eot, epsilon=eps, look=float(look)), CLOAK_SOURCES)
+    # The cost of the look-weighted cloak (`cloak25-eot-4src-eps16-look16`, the level `high`): a stochastic ensemble
+    # (k of the four sources drawn for each step), fewer and larger steps, or the three 112 px sources only.
     subtle = replace(eot, epsilon=16.0, look=16.0)
     for k in (1, 2):
-        name = f"cloak25-eot-4src-eps16-look16-k{k}"
-        s[name] = Setting(name, "cloak", 25.0, CLOAK_SOURCES, replace(subtle, sources_per_step=k))
-    s["cloak25-eot-4src-eps16-look16-k1-20"] = Setting("cloak25-eot-4src-eps16-look16-k1-20", "cloak", 25.0,
-                                                       CLOAK_SOURCES, replace(subtle, sources_per_step=1, steps=20))
-    s["cloak25-eot-4src-eps16-look16-15"] = Setting("cloak25-eot-4src-eps16-look16-15", "cloak", 25.0, CLOAK_SOURCES,
-                                                    replace(subtle, steps=15, step_size=18.0))
-    s["cloak25-eot-3src-eps16-look16-15"] = Setting("cloak25-eot-3src-eps16-look16-15", "cloak", 25.0, DEFAULT_MODELS,
-                                                    replace(subtle, steps=15, step_size=18.0))
+        add(f"cloak25-eot-4src-eps16-look16-k{k}", 25.0, replace(subtle, sources_per_step=k), CLOAK_SOURCES)
+    add("cloak25-eot-4src-eps16-look16-k1-20", 25.0, replace(subtle, sources_per_step=1, steps=20), CLOAK_SOURCES)
+    add("cloak25-eot-4src-eps16-look16-15", 25.0, replace(subtle, steps=15, step_size=18.0), CLOAK_SOURCES)
+    add("cloak25-eot-3src-eps16-look16-15", 25.0, replace(subtle, steps=15, step_size=18.0))
     # Leave one source out of `high`'s four: what each source model adds on the held-out verifiers.
     for left_out in CLOAK_SOURCES:
-        name = f"cloak25-eot-eps16-look16-without-{left_out}"
-        s[name] = Setting(name, "cloak", 25.0, tuple(m for m in CLOAK_SOURCES if m != left_out), subtle)
+        add(f"cloak25-eot-eps16-look16-without-{left_out}", 25.0, subtle,
+            tuple(m for m in CLOAK_SOURCES if m != left_out))
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
-    s["cloak5-eot-3src-15"] = Setting("cloak5-eot-3src-15", "cloak", 5.0, DEFAULT_MODELS,
-                                      replace(eot, steps=15, step_size=18.0))
-    s["cloak5-eot-3src-8"] = Setting("cloak5-eot-3src-8", "cloak", 5.0, DEFAULT_MODELS,
-                                     replace(eot, steps=8, step_size=24.0))
+    add("cloak5-eot-3src-15", 5.0, replace(eot, steps=15, step_size=18.0))
+    add("cloak5-eot-3src-8", 5.0, replace(eot, steps=8, step_size=24.0))
     return s
 
 

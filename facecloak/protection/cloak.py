@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecloak.errors import ConfigError
+from facecloak.faces.align import affine_scale
 
 # Expectation-over-transformation ingredients a step can sample (see `CloakSettings.eot`).
 EOT = ("jitter", "mirror", "resample", "jpeg", "blur", "resize")
@@ -212,7 +213,7 @@ def _jittered(grid: torch.Tensor, d: _Draw, width: int, height: int) -> torch.Te
 
 def _antialias_factors(matrices: np.ndarray) -> list[float]:
     """Per face, the area-downscale `facecloak.faces.align` applies before warping (photo px per crop px > 2)."""
-    scales = [float(np.sqrt(abs(np.linalg.det(m[:, :2])))) for m in matrices]
+    scales = [affine_scale(m) for m in matrices]
     return [2.0 * s if s < 0.5 else 1.0 for s in scales]
 
 
@@ -293,7 +294,7 @@ class _LookTerm:
 
 def _photo_px_per_crop_px(sources: Sequence[SourceModel]) -> float:
     """Median photo pixels per 112 px crop pixel over every face and source (the faces' scale in the photo)."""
-    scales = [(s.size / 112) / float(np.sqrt(abs(np.linalg.det(m[:, :2])))) for s in sources for m in s.matrices]
+    scales = [(s.size / 112) / affine_scale(m) for s in sources for m in s.matrices]
     return float(np.median(scales))
 
 
