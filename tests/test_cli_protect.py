@@ -69,6 +69,7 @@ def test_batch_writes_protected_copies_and_reports_every_photo(photos: list[Path
         assert cos["after"] < cos["before"]  # measured on the file as written
         out = read_image(row["output"])
         assert (out.width, out.height) == (read_image(p).width, read_image(p).height)
+        assert out.jpeg_encoding == read_image(p).jpeg_encoding  # written back with its own tables and chroma
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{p.stem}_protected.jpg" for p in photos)
     assert snapshot(src) == before  # inputs untouched
 

@@ -110,7 +110,7 @@ class ProtectOptions:
     out: Path | None
     suffix: str
     format: str | None
-    jpeg_quality: int
+    jpeg_quality: int | None
     models: tuple[str, ...]
     budget: float
     fill: str
@@ -152,7 +152,11 @@ def protect_command(
     format: Annotated[
         str | None, typer.Option(help="Output format: jpeg, png, webp, tiff (default: as input).")
     ] = None,
-    jpeg_quality: Annotated[int, typer.Option(min=1, max=100)] = 95,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="JPEG/WebP quality (default: a JPEG keeps its own quantisation tables and "
+                                          "chroma subsampling; anything else 95)."),
+    ] = None,
     level: Annotated[
         str, typer.Option(metavar="LEVEL", help=f"Protection level: {_LEVEL_HELP}. --fill, --budget, --steps and "
                                                 "--models override it.")
@@ -581,7 +585,8 @@ class _Runner:
                 if f.person_match and self.person_references:
                     references[i] = dict(self.person_references)
             for level in self.higher:  # --escalate: judge the file as it would be written, raise what still matches
-                seen = round_trip(image, target, format=self._format(path), jpeg_quality=o.jpeg_quality)
+                seen = round_trip(image, target, format=self._format(path), jpeg_quality=o.jpeg_quality,
+                                  source=photo)
                 verdicts = self.panel.verify(seen, boxes, references, sources=sorted(sources))
                 failing = [i for i, v in enumerate(verdicts) if v.m > 0 and not v.protected]
                 if not failing:

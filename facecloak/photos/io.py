@@ -3,7 +3,9 @@
 Every photo enters the library through `read_image`, which returns RGB uint8 (H, W, 3) with the EXIF orientation
 already applied, whatever the file held (16-bit, CMYK, palette, grayscale, alpha, first frame of an animation).
 Every photo leaves through `write_image`, which writes atomically, never clobbers an existing file unless asked,
-and by default writes no metadata at all.
+and by default writes no metadata at all. A JPEG written back as JPEG keeps its source's quantisation tables and
+chroma subsampling (`JpegEncoding`): the same look and about the same file size, and the blocks facecloak did not
+touch come back within rounding of the original (a fixed quality re-quantises every block).
 
 Metadata policy (privacy first, because facecloak's outputs are meant to be shared):
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from facecloak.errors import ConfigError, ImageError
 from facecloak.files import atomic_path
@@ -53,6 +55,8 @@ _SUFFIX_FORMATS: dict[str, str] = {
 }  # fmt: skip
 _FORMATS_WITH_ALPHA = frozenset({"PNG", "WEBP", "TIFF", "HEIF"})
 _FORMATS_WITH_EXIF = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "HEIF"})
+DEFAULT_JPEG_QUALITY = 95
+"""JPEG/WebP/HEIF quality when neither the caller nor a JPEG source says otherwise."""
 
 # ISO-BMFF brands of HEIF/HEIC files (bytes 8..12 after "ftyp"), to say "install pillow-heif" instead of
 # "not an image" when the opener is missing.
@@ -66,6 +70,27 @@ _HEIF_INSTALL_HINT = "install HEIC support with `pip install 'facecloak[heif]'` 
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class JpegEncoding:
+    """How a colour JPEG was encoded: its quantisation tables (Pillow's `qtables`, in file order) and chroma
+    subsampling (Pillow's code: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)."""
+
+    qtables: tuple[tuple[int, ...], ...]
+    subsampling: int
+
+
+def _jpeg_encoding(image: Image.Image) -> JpegEncoding | None:
+    """The encoding of a three-component (YCbCr) JPEG with one table per luma and chroma, else None (greyscale or
+    CMYK JPEGs, odd subsampling: those are written at the default quality instead)."""
+    tables = getattr(image, "quantization", None)
+    if image.format != "JPEG" or image.mode != "RGB" or not tables or len(tables) < 2:
+        return None
+    subsampling = JpegImagePlugin.get_sampling(image)
+    if subsampling not in (0, 1, 2):
+        return None
+    return JpegEncoding(tuple(tuple(tables[k]) for k in sorted(tables)), subsampling)
+
+
 @dataclass(frozen=True, eq=False)
 class Photo:
     """A decoded photo and the metadata `write_image` may carry over.
@@ -75,7 +100,8 @@ class Photo:
     format ('JPEG', 'PNG', ...); `mode` is the Pillow mode the file decoded to before conversion ('I;16', 'CMYK',
     'P', ...); `n_frames` counts frames/pages (only the first is read). `exif` holds the raw EXIF block as found
     (orientation not yet reset), `icc_profile` the raw ICC profile only when it describes RGB data, `xmp` the raw
-    XMP packet (kept for inspection; `write_image` never writes it).
+    XMP packet (kept for inspection; `write_image` never writes it). `jpeg_encoding` is how a colour JPEG was
+    encoded (None for anything else); `write_image` reuses it when it writes the photo back as JPEG.
     """
 
     rgb: np.ndarray
@@ -87,6 +113,7 @@ class Photo:
     exif: bytes | None = None
     icc_profile: bytes | None = None
     xmp: bytes | None = None
+    jpeg_encoding: JpegEncoding | None = None
 
     @property
     def height(self) -> int:
@@ -256,6 +283,7 @@ def _decode(path: Path, image: Image.Image) -> Photo:
         exif=exif if isinstance(exif, bytes) and exif else None,
         icc_profile=icc if keep_icc else None,
         xmp=xmp.encode("utf-8") if isinstance(xmp, str) else (xmp if isinstance(xmp, bytes) else None),
+        jpeg_encoding=_jpeg_encoding(image),
     )
 
 
@@ -325,7 +353,7 @@ def write_image(
     *,
     alpha: np.ndarray | None = None,
     format: str | None = None,
-    jpeg_quality: int = 95,
+    jpeg_quality: int | None = None,
     keep_metadata: bool = False,
     keep_gps: bool = False,
     source: Photo | None = None,
@@ -336,8 +364,10 @@ def write_image(
     `format` is a Pillow format name ('JPEG', 'PNG', 'WEBP', 'TIFF', 'HEIF'; 'JPG'/'TIF'/'HEIC' accepted), taken
     from the suffix when None. `alpha` (uint8 H x W) is written by PNG/WebP/TIFF/HEIF; JPEG has no alpha channel,
     so there it is dropped and the RGB values are written as they are (no compositing onto a background).
-    `jpeg_quality` (1..100) is used by JPEG, WebP and HEIF; JPEG is written with 4:4:4 chroma so small coloured
-    fills survive. Metadata (see the module docstring) comes from `source` only when `keep_metadata`.
+    `jpeg_quality` (1..100) is used by JPEG, WebP and HEIF. When it is None, a JPEG `source` written as JPEG keeps
+    its quantisation tables and chroma subsampling (see the module docstring); otherwise the quality is
+    `DEFAULT_JPEG_QUALITY` and JPEG is written with 4:4:4 chroma, so small coloured fills survive. Metadata (see
+    the module docstring) comes from `source` only when `keep_metadata`.
 
     The file appears complete or not at all: it is written to a temporary file in the same folder, fsynced, and
     then linked into place, which fails if `path` exists (so two concurrent runs cannot clobber each other);
@@ -349,15 +379,14 @@ def write_image(
     rgb, alpha = _check_pixels(rgb, alpha)
     if keep_gps and not keep_metadata:
         raise ConfigError("keep_gps only applies together with keep_metadata (the default writes no metadata)")
-    if not 1 <= jpeg_quality <= 100:
-        raise ConfigError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+    _check_quality(jpeg_quality)
     if not overwrite and os.path.lexists(path):
         raise ImageError(f"{path}: already exists; choose another output or allow overwriting")
     if file_format == "HEIF":
         _register_heif_opener()
 
     image = _to_pil(rgb, alpha if file_format in _FORMATS_WITH_ALPHA else None)
-    params = _save_params(file_format, jpeg_quality)
+    params = _save_params(file_format, jpeg_quality, source)
     if keep_metadata and source is not None:
         params.update(_metadata_params(source, file_format, keep_gps=keep_gps))
 
@@ -370,14 +399,20 @@ def write_image(
 
 
 def round_trip(
-    rgb: np.ndarray, path: str | os.PathLike[str], *, format: str | None = None, jpeg_quality: int = 95
+    rgb: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    jpeg_quality: int | None = None,
+    source: Photo | None = None,
 ) -> np.ndarray:
-    """`rgb` encoded exactly as `write_image` would write it to `path` (format, quality, chroma) and decoded
-    again, in memory: the pixels a recogniser would get from that file."""
+    """`rgb` encoded exactly as `write_image` would write it to `path` (format, quality or the source's JPEG
+    encoding, chroma) and decoded again, in memory: the pixels a recogniser would get from that file."""
     file_format = _resolve_format(Path(path), format)
     rgb, _ = _check_pixels(rgb, None)
+    _check_quality(jpeg_quality)
     buffer = io.BytesIO()
-    _to_pil(rgb, None).save(buffer, format=file_format, **_save_params(file_format, jpeg_quality))
+    _to_pil(rgb, None).save(buffer, format=file_format, **_save_params(file_format, jpeg_quality, source))
     with Image.open(io.BytesIO(buffer.getvalue())) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -411,12 +446,21 @@ def _to_pil(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
     return Image.fromarray(rgb if alpha is None else np.dstack([rgb, alpha]))
 
 
-def _save_params(file_format: str, quality: int) -> dict[str, object]:
+def _check_quality(quality: int | None) -> None:
+    if quality is not None and not 1 <= quality <= 100:
+        raise ConfigError(f"jpeg_quality must be in 1..100, got {quality}")
+
+
+def _save_params(file_format: str, quality: int | None, source: Photo | None = None) -> dict[str, object]:
     if file_format == "JPEG":
+        encoding = source.jpeg_encoding if source is not None and quality is None else None
+        if encoding is not None:  # the source's own tables: its look and size, untouched blocks nearly unchanged
+            return {"qtables": [list(t) for t in encoding.qtables], "subsampling": encoding.subsampling,
+                    "optimize": True}
         # subsampling=0 is 4:4:4: the default 4:2:0 halves chroma resolution and smears one-pixel fills.
-        return {"quality": quality, "subsampling": 0, "optimize": True}
+        return {"quality": quality or DEFAULT_JPEG_QUALITY, "subsampling": 0, "optimize": True}
     if file_format in {"WEBP", "HEIF"}:
-        return {"quality": quality}
+        return {"quality": quality or DEFAULT_JPEG_QUALITY}
     if file_format == "TIFF":
         return {"compression": "tiff_deflate"}
     return {}

@@ -94,7 +94,7 @@ class Job:
     created: float
     status: str = "queued"  # queued | running | done | failed
     stage: str = "waiting in the queue"
-    rgb: np.ndarray | None = field(default=None, repr=False)  # the decoded photo (while queued: see `source`)
+    photo: Any = field(default=None, repr=False)  # the decoded `Photo` (while queued: see `source`)
     source: bytes | None = field(default=None, repr=False)  # the upload's bytes, decoded again when its turn comes
     started: float | None = None
     finished: float | None = None
@@ -254,7 +254,7 @@ class JobRunner:
         job = Job(
             id=secrets.token_urlsafe(16), name=name, strength=strength, output_format=fmt,
             width=photo.width, height=photo.height, created=self._clock(),
-            rgb=photo.rgb if source is None else None, source=source,
+            photo=photo if source is None else None, source=source,
         )  # fmt: skip
         with self._lock:
             if self._stopping or self._thread is None:
@@ -291,7 +291,7 @@ class JobRunner:
                 return False
             with contextlib.suppress(ValueError):
                 self._pending.remove(job_id)
-            job.rgb = job.source = job.image = job.heatmap = job.mask = None
+            job.photo = job.source = job.image = job.heatmap = job.mask = None
             return True
 
     def counts(self) -> dict[str, int]:
@@ -323,15 +323,16 @@ class JobRunner:
             self.sweep()
 
     def _run(self, job: Job) -> None:
-        rgb, source = job.rgb, job.source
+        photo, source = job.photo, job.source
         try:
             if source is not None:
-                rgb = self.decode(source, job.name).rgb
-            if rgb is None:  # deleted while waiting
+                photo = self.decode(source, job.name)
+            if photo is None:  # deleted while waiting
                 return
+            rgb = photo.rgb
             result = self._protect(rgb, job.strength)
             self._set(job, stage="writing the protected file and checking it")
-            image, written = self._encode_output(result.image, job.output_format)
+            image, written = self._encode_output(result.image, job.output_format, photo)
             verdicts = self._verify(rgb, result, written)
             heatmap = mask = None
             if result.heatmap is not None:
@@ -355,7 +356,7 @@ class JobRunner:
                             "not affected")  # fmt: skip
         finally:
             with self._lock:
-                job.rgb = job.source = None
+                job.photo = job.source = None
                 job.finished = self._clock()
                 self.processed += 1
 
@@ -388,13 +389,14 @@ class JobRunner:
             return path
         raise ImageError("cannot create a private temporary file")
 
-    def _encode_output(self, rgb: np.ndarray, file_format: str) -> tuple[bytes, np.ndarray]:
-        """The protected photo as file bytes (via `write_image`: no metadata) and as decoded back from them."""
+    def _encode_output(self, rgb: np.ndarray, file_format: str, source: Any) -> tuple[bytes, np.ndarray]:
+        """The protected photo as file bytes (via `write_image`: no metadata, a JPEG upload's own encoding) and as
+        decoded back from them."""
         from facecloak.photos.io import read_image, write_image
 
         path = self._private_file(self._require_workdir(), _OUTPUT_FORMATS[file_format][1])
         try:
-            write_image(path, rgb, format=file_format, overwrite=True)
+            write_image(path, rgb, format=file_format, source=source, overwrite=True)
             data = path.read_bytes()
             written = read_image(path, max_pixels=max(self.max_pixels, rgb.shape[0] * rgb.shape[1])).rgb
         finally:
