@@ -422,6 +422,9 @@ def _ablation() -> dict[str, Setting]:
     # The cost: three 112 px sources (hse-mnv1 reads 224 px, the dearest) and fewer, larger steps.
     add("cloak5-eot-3src-15", 5.0, replace(eot, steps=15, step_size=18.0))
     add("cloak5-eot-3src-8", 5.0, replace(eot, steps=8, step_size=24.0))
+    # Feature-level transfer: each source's mid-depth activation pushed away from the clean photo's as well.
+    for w in (1, 4, 16):
+        add(f"cloak5-eot-4src-feat{w}", 5.0, replace(eot, features=float(w)), CLOAK_SOURCES)
     return s
 
 

@@ -219,6 +219,31 @@ def test_a_stochastic_ensemble_runs_the_drawn_sources_only() -> None:
     assert not np.array_equal(out[mask], photo[mask])
 
 
+def test_the_feature_term_hooks_a_mid_layer_of_a_real_source_and_leaves_no_hook_behind() -> None:
+    from conftest import require_pulled
+
+    from facecloak.models import cached_model
+    from facecloak.protection.cloak import _feature_layer
+
+    require_pulled("mbf-arc")
+    net = cached_model("mbf-arc")
+    rng = np.random.default_rng(3)
+    photo = rng.integers(40, 215, (112, 112, 3), dtype=np.uint8)
+    mask = np.zeros((112, 112), bool)
+    mask[30:80, 25:90] = rng.random((50, 65)) < 0.3
+    with torch.no_grad():
+        ref = net(torch.from_numpy(photo).permute(2, 0, 1).float()[None])
+    source = SourceModel("mbf-arc", net, 112, np.array([[[1.0, 0, 0], [0, 1.0, 0]]]), ref, threshold=None)
+    layer = _feature_layer(source)
+    assert layer is not net and not layer._forward_hooks
+    settings = CloakSettings(steps=3, early_stop=False, diversity=False, features=1.0)
+    out, steps = cloak(photo, mask, [source], settings)
+    assert steps == 3 and not layer._forward_hooks  # removed after the cloak
+    assert np.array_equal(out[~mask], photo[~mask]) and not np.array_equal(out[mask], photo[mask])
+    with pytest.raises(ConfigError):
+        CloakSettings(features=-1.0)
+
+
 def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text(
         "path,identity\n" + "".join(f"{p}/{i}.jpg,{p}\n" for p in "abcde" for i in range(3)) + "z/0.jpg,z\n")
