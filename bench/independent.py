@@ -33,7 +33,7 @@ from bench.stats import psnr, ssim_local_change
 from facecloak.errors import DataError
 from facecloak.files import atomic_write_text
 from facecloak.masking.leamface import LeamSettings
-from facecloak.photos.io import read_image, write_image
+from facecloak.photos.io import Photo, read_image, write_image
 from facecloak.progress import Progress, no_progress
 from facecloak.protection.cloak import CloakSettings
 from facecloak.protection.protect import DEFAULT_MODELS
@@ -163,11 +163,11 @@ class Reader:
                 for r in gallery}
 
 
-def written_copy(rgb: np.ndarray, like: Path, folder: Path) -> np.ndarray:
-    """`rgb` written the way `facecloak protect` writes it next to `like` (same format, JPEG quality 95,
-    metadata stripped) and decoded again: what a recogniser downloads."""
-    target = folder / f"probe{like.suffix.lower()}"
-    write_image(target, rgb, overwrite=True)
+def written_copy(rgb: np.ndarray, like: Photo, folder: Path) -> np.ndarray:
+    """`rgb` written the way `facecloak protect` writes the photo `like` (same format, a JPEG with its own
+    quantisation tables and chroma subsampling, metadata stripped) and decoded again: what a recogniser downloads."""
+    target = folder / f"probe{like.source_path.suffix.lower()}"
+    write_image(target, rgb, source=like, overwrite=True)
     return read_image(target).rgb
 
 
@@ -218,12 +218,13 @@ def run(
             if str(probe.probe) in done:
                 rows.append(done[str(probe.probe)])
                 continue
-            rgb = read_image(probe.probe).rgb
+            photo = read_image(probe.probe)
+            rgb = photo.rgb
             gallery = reader.gallery(probe.gallery)
             row: dict[str, Any] = {"identity": probe.identity, "probe": probe.probe.name,
                                    "probe_path": str(probe.probe),
                                    }
-            unprotected = written_copy(rgb, probe.probe, Path(tmp))
+            unprotected = written_copy(rgb, photo, Path(tmp))
             clean = reader.faces(unprotected)
             row["clean"] = reader.best_match(clean, gallery)
 
@@ -234,7 +235,7 @@ def run(
                 row[f"unprotected@{d.name}"] = {**no_cost, **_reading(reader, rgb, seen, None, gallery, clean)}
             for s in settings:
                 protected, cost = protect_probe(rgb, s, seed)
-                decoded = written_copy(protected, probe.probe, Path(tmp))
+                decoded = written_copy(protected, photo, Path(tmp))
                 box = _face_box(rgb, cost)
                 row[s.name] = {**cost, **_reading(reader, rgb, decoded, box, gallery, clean)}
                 changed = (protected != rgb).any(axis=-1)
