@@ -496,6 +496,40 @@ def test_jpeg_source_is_written_back_with_its_own_tables_and_subsampling(tmp_pat
     assert np.array_equal(round_trip(photo.rgb, tmp_path / "kept.jpg", source=photo), read_image(kept).rgb)
 
 
+@pytest.mark.parametrize(("subsampling", "kept"), [(2, True), (0, True), (1, False)])
+def test_a_rotated_jpeg_keeps_its_encoding_as_seen_upright(tmp_path: Path, subsampling: int, kept: bool) -> None:
+    # Stored sideways with orientation 6: upright, the 8x8 tables are transposed, and 4:2:2 would become 4:4:0 (not
+    # writable), so that one falls back to the default quality.
+    sideways = _textured()[:, :48]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(sideways).save(tmp_path / "in.jpg", quality=80, subsampling=subsampling, exif=exif.tobytes())
+    photo = read_image(tmp_path / "in.jpg")
+    assert photo.rgb.shape[:2] == (48, 64)  # upright
+    if not kept:
+        assert photo.jpeg_encoding is None
+        return
+    assert photo.jpeg_encoding is not None and photo.jpeg_encoding.subsampling == subsampling
+    with Image.open(tmp_path / "in.jpg") as stored:
+        luma = np.array(stored.quantization[0]).reshape(8, 8)
+    assert photo.jpeg_encoding.qtables[0] == tuple(luma.T.ravel().tolist())
+    kept_file = write_image(tmp_path / "kept.jpg", photo.rgb, source=photo)
+    fixed = write_image(tmp_path / "fixed.jpg", photo.rgb, source=photo, jpeg_quality=95)
+    moved_kept = (read_image(kept_file).rgb != photo.rgb).any(-1).mean()
+    moved_fixed = (read_image(fixed).rgb != photo.rgb).any(-1).mean()
+    assert moved_kept < moved_fixed
+
+
+def test_a_multi_picture_jpeg_counts_as_a_jpeg(tmp_path: Path) -> None:
+    frames = [Image.fromarray(_textured(1)), Image.fromarray(_textured(2))]
+    frames[0].save(tmp_path / "two.jpg", format="MPO", save_all=True, append_images=frames[1:], quality=70)
+    photo = read_image(tmp_path / "two.jpg")
+    assert photo.format == "MPO" and photo.n_frames == 2
+    assert photo.jpeg_encoding is not None
+    with Image.open(write_image(tmp_path / "out.jpg", photo.rgb, source=photo)) as out:
+        assert out.format == "JPEG" and out.quantization[0] == Image.open(tmp_path / "two.jpg").quantization[0]
+
+
 def test_non_jpeg_or_grey_sources_are_written_at_the_default_quality(tmp_path: Path) -> None:
     from PIL import JpegImagePlugin
 

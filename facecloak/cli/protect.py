@@ -154,8 +154,8 @@ def protect_command(
     ] = None,
     jpeg_quality: Annotated[
         int | None,
-        typer.Option(min=1, max=100, help="JPEG/WebP quality (default: a JPEG keeps its own quantisation tables and "
-                                          "chroma subsampling; anything else 95)."),
+        typer.Option(min=1, max=100, help="JPEG/WebP/HEIF quality (default: a JPEG keeps its own quantisation "
+                                          "tables and chroma subsampling; anything else 95)."),
     ] = None,
     level: Annotated[
         str, typer.Option(metavar="LEVEL", help=f"Protection level: {_LEVEL_HELP}. --fill, --budget, --steps and "

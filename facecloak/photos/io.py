@@ -72,23 +72,38 @@ _PIL_LIMIT_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class JpegEncoding:
-    """How a colour JPEG was encoded: its quantisation tables (Pillow's `qtables`, in file order) and chroma
-    subsampling (Pillow's code: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)."""
+    """How a colour JPEG was encoded, as seen upright: its quantisation tables (Pillow's `qtables`: natural order,
+    one per colour component Y, Cb, Cr, a shared chroma table listed once) and chroma subsampling (Pillow's code:
+    0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)."""
 
     qtables: tuple[tuple[int, ...], ...]
     subsampling: int
 
 
+_TRANSPOSED_BY_ORIENTATION = frozenset({5, 6, 7, 8})  # EXIF orientations whose upright view swaps rows and columns
+
+
 def _jpeg_encoding(image: Image.Image) -> JpegEncoding | None:
-    """The encoding of a three-component (YCbCr) JPEG with one table per luma and chroma, else None (greyscale or
-    CMYK JPEGs, odd subsampling: those are written at the default quality instead)."""
-    tables = getattr(image, "quantization", None)
-    if image.format != "JPEG" or image.mode != "RGB" or not tables or len(tables) < 2:
+    """The encoding of a three-component (YCbCr) JPEG, in the upright orientation `read_image` returns, else None
+    (greyscale or CMYK JPEGs, odd layouts: those are written at the default quality instead). Multi-picture files
+    (MPO, as many cameras write) are JPEGs too."""
+    if not isinstance(image, JpegImagePlugin.JpegImageFile) or image.mode != "RGB":
         return None
+    tables, layer = getattr(image, "quantization", None), getattr(image, "layer", None)
     subsampling = JpegImagePlugin.get_sampling(image)
-    if subsampling not in (0, 1, 2):
+    if not tables or not layer or len(layer) != 3 or subsampling not in (0, 1, 2):
         return None
-    return JpegEncoding(tuple(tuple(tables[k]) for k in sorted(tables)), subsampling)
+    if any(component[3] not in tables for component in layer):
+        return None
+    # Pillow writes component i with table i (the last one given serves the rest): list them per component.
+    per_component = [tuple(tables[component[3]]) for component in layer]
+    if image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED_BY_ORIENTATION:
+        if subsampling == 1:  # upright, 4:2:2 would be 4:4:0, which Pillow cannot write
+            return None
+        per_component = [tuple(np.array(t).reshape(8, 8).T.ravel().tolist()) for t in per_component]
+    while len(per_component) > 1 and per_component[-1] == per_component[-2]:
+        per_component.pop()
+    return JpegEncoding(tuple(per_component), subsampling)
 
 
 @dataclass(frozen=True, eq=False)
@@ -458,9 +473,9 @@ def _save_params(file_format: str, quality: int | None, source: Photo | None = N
             return {"qtables": [list(t) for t in encoding.qtables], "subsampling": encoding.subsampling,
                     "optimize": True}
         # subsampling=0 is 4:4:4: the default 4:2:0 halves chroma resolution and smears one-pixel fills.
-        return {"quality": quality or DEFAULT_JPEG_QUALITY, "subsampling": 0, "optimize": True}
+        return {"quality": DEFAULT_JPEG_QUALITY if quality is None else quality, "subsampling": 0, "optimize": True}
     if file_format in {"WEBP", "HEIF"}:
-        return {"quality": quality or DEFAULT_JPEG_QUALITY}
+        return {"quality": DEFAULT_JPEG_QUALITY if quality is None else quality}
     if file_format == "TIFF":
         return {"compression": "tiff_deflate"}
     return {}

@@ -27,12 +27,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facecloak.errors import FacecloakError, ImageError
 from facecloak.serve.policy import FaceVerdict, Strength
+
+if TYPE_CHECKING:
+    from facecloak.photos.io import Photo
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class Job:
     created: float
     status: str = "queued"  # queued | running | done | failed
     stage: str = "waiting in the queue"
-    photo: Any = field(default=None, repr=False)  # the decoded `Photo` (while queued: see `source`)
+    photo: Photo | None = field(default=None, repr=False)  # the decoded photo (while queued: see `source`)
     source: bytes | None = field(default=None, repr=False)  # the upload's bytes, decoded again when its turn comes
     started: float | None = None
     finished: float | None = None
@@ -211,7 +214,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------------------------------ submitting
 
-    def decode(self, data: bytes, name: str) -> Any:
+    def decode(self, data: bytes, name: str) -> Photo:
         """Decode an upload with `facecloak.photos.io.read_image`; raises `Rejected` (413/415/400) with a one-line
         reason."""
         from facecloak.photos.io import read_image
@@ -239,7 +242,7 @@ class JobRunner:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def submit(self, photo: Any, name: str, strength: Strength, output: str = "same", source: bytes | None = None
+    def submit(self, photo: Photo, name: str, strength: Strength, output: str = "same", source: bytes | None = None
                ) -> Job:  # fmt: skip
         """Queue a decoded `facecloak.photos.io.Photo`; raises `Rejected(503)` when the queue or the job table is full.
 
@@ -249,6 +252,7 @@ class JobRunner:
         if output not in OUTPUT_CHOICES:
             raise Rejected(400, f"unknown output format {output!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
         fmt = photo.format if output == "same" else output.upper()
+        fmt = "JPEG" if fmt == "MPO" else fmt  # a multi-picture camera JPEG comes back as a plain JPEG
         if fmt not in _OUTPUT_FORMATS:
             fmt = "PNG"  # read-only formats (GIF, BMP, ...) come back as PNG, as in the CLI
         job = Job(
@@ -389,7 +393,7 @@ class JobRunner:
             return path
         raise ImageError("cannot create a private temporary file")
 
-    def _encode_output(self, rgb: np.ndarray, file_format: str, source: Any) -> tuple[bytes, np.ndarray]:
+    def _encode_output(self, rgb: np.ndarray, file_format: str, source: Photo) -> tuple[bytes, np.ndarray]:
         """The protected photo as file bytes (via `write_image`: no metadata, a JPEG upload's own encoding) and as
         decoded back from them."""
         from facecloak.photos.io import read_image, write_image
