@@ -16,6 +16,7 @@ from facecloak.protection.cloak import (
     CloakSettings,
     SourceModel,
     _Draw,
+    _embeddings,
     _jittered,
     _jpeg_through,
     _LookTerm,
@@ -240,8 +241,28 @@ def test_the_feature_term_hooks_a_mid_layer_of_a_real_source_and_leaves_no_hook_
     out, steps = cloak(photo, mask, [source], settings)
     assert steps == 3 and not layer._forward_hooks  # removed after the cloak
     assert np.array_equal(out[~mask], photo[~mask]) and not np.array_equal(out[mask], photo[mask])
+    without, _ = cloak(photo, mask, [source], replace(settings, features=0.0))
+    assert not np.array_equal(out, without)  # the term changes the result
     with pytest.raises(ConfigError):
         CloakSettings(features=-1.0)
+
+
+def test_a_large_face_sees_processing_as_its_downscaled_crop_would() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(8))
+    photo = torch.from_numpy(np.random.default_rng(4).uniform(0, 255, (1, 3, 256, 256))).float()
+    matrix = np.array([[[0.125, 0, 0], [0, 0.125, 0]]])  # 8 photo px per crop px: `align` shrinks it to a quarter
+    source = SourceModel("tiny", net, 32, matrix, torch.ones(1, 8), None)
+    grids = {"tiny": crop_grid(matrix[0], (0, 0, 256, 256), 32)}
+
+    def seen(d: _Draw) -> torch.Tensor:
+        with torch.no_grad():
+            return _embeddings([source], photo, grids, [d])["tiny"]
+
+    plain = seen(_Draw())
+    assert torch.equal(seen(_Draw(resize=0.6)), plain)  # halving a 4x-too-large photo loses nothing the crop keeps
+    assert not torch.allclose(seen(_Draw(blur=2.0)), plain)  # a blur still softens it (at a quarter the radius)
+    assert not torch.allclose(seen(_Draw(jpeg=40)), plain)  # and the full-size re-encoding still shows
 
 
 def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:

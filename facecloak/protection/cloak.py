@@ -236,19 +236,28 @@ def _embeddings(
     out: dict[str, list[torch.Tensor]] = {s.id: [] for s in sources}
     h, w = x.shape[-2:]
     for d in draws:
-        # Views shared by the models of one draw. A large face is first area-downscaled the way `align`
-        # anti-aliases it, then re-encoded / blurred / resized at that size (blur radius scaled along): what the
-        # crop keeps of the processing, at a fraction of the cost on the full photo. The draw's extra shrink (another
-        # resampler) comes after the processing, as in a recogniser. Normalised grid coordinates do not depend on
-        # the resolution.
-        views: dict[tuple[tuple[int, int] | None, tuple[int, int] | None], torch.Tensor] = {}
+        views: dict[tuple[tuple[int, int] | None, tuple[int, int] | None], torch.Tensor] = {}  # shared by the models
+        encoded: torch.Tensor | None = None
         for s in sources:
             crops = []
             for i, factor in enumerate(_antialias_factors(s.matrices)):
+                # `align` area-downscales a large face (factor < 1); the draw's extra shrink (another resampler)
+                # comes after the processing, as in a recogniser. Normalised grid coordinates do not depend on the
+                # resolution, so every view is sampled with the same grid.
                 processed, sampled = _view_size(h, w, factor), _view_size(h, w, factor * d.shrink)
                 if (processed, processed) not in views:
-                    small = x if processed is None else F.interpolate(x, size=processed, mode="area")
-                    views[processed, processed] = _photo_transform(small, replace(d, blur=d.blur * min(factor, 1.0)))
+                    if processed is None:
+                        views[processed, processed] = _photo_transform(x, d)
+                    else:
+                        # A large face, for a fraction of the cost: the file is re-encoded at full size (a
+                        # straight-through JPEG costs no backward pass), then the processing that commutes with the
+                        # downscale runs at the downscaled size: blur with its radius scaled, and a resize only
+                        # where it goes below that size (above, the crop keeps nothing it removes).
+                        if encoded is None:
+                            encoded = x if d.jpeg is None else _jpeg_through(x, d.jpeg)
+                        small = F.interpolate(encoded, size=processed, mode="area")
+                        scaled = replace(d, jpeg=None, blur=d.blur * factor, resize=min(1.0, d.resize / factor))
+                        views[processed, processed] = _photo_transform(small, scaled)
                 if (processed, sampled) not in views:
                     views[processed, sampled] = F.interpolate(views[processed, processed], size=sampled, mode="area")
                 xi = views[processed, sampled]
@@ -379,9 +388,11 @@ def cloak(
     used = 0
     # The latest forward's mid-layer activation per source, captured by hooks that live only as long as the cloak.
     feats: dict[str, torch.Tensor] = {}
-    hooks = [_feature_layer(s).register_forward_hook(lambda _m, _i, out, k=s.id: feats.__setitem__(k, out))
-             for s in sources] if settings.features > 0 else []
+    hooks: list[torch.utils.hooks.RemovableHandle] = []
     try:
+        for s in sources if settings.features > 0 else ():  # inside the try: a failing layer lookup leaves none
+            hooks.append(_feature_layer(s).register_forward_hook(
+                lambda _m, _i, out, k=s.id: feats.__setitem__(k, out)))
         for step in range(settings.steps):
             x = (patch + offset() * m).clamp(0, 255)
             draws = [_draw(settings.eot, gen) if settings.diversity else _Draw() for _ in range(settings.samples)]
