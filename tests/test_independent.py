@@ -247,7 +247,7 @@ def test_the_feature_term_hooks_a_mid_layer_of_a_real_source_and_leaves_no_hook_
         CloakSettings(features=-1.0)
 
 
-def test_a_large_face_sees_processing_as_its_downscaled_crop_would() -> None:
+def test_a_large_face_is_processed_at_the_size_align_samples_it_from() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(8))
     photo = torch.from_numpy(np.random.default_rng(4).uniform(0, 255, (1, 3, 256, 256))).float()
@@ -259,10 +259,14 @@ def test_a_large_face_sees_processing_as_its_downscaled_crop_would() -> None:
         with torch.no_grad():
             return _embeddings([source], photo, grids, [d])["tiny"]
 
-    plain = seen(_Draw())
-    assert torch.equal(seen(_Draw(resize=0.6)), plain)  # halving a 4x-too-large photo loses nothing the crop keeps
-    assert not torch.allclose(seen(_Draw(blur=2.0)), plain)  # a blur still softens it (at a quarter the radius)
-    assert not torch.allclose(seen(_Draw(jpeg=40)), plain)  # and the full-size re-encoding still shows
+    # The processing runs on the view `align` would sample: the window area-downscaled to a quarter.
+    small = torch.nn.functional.interpolate(photo, size=(64, 64), mode="area")
+    for d in (_Draw(), _Draw(resize=0.6), _Draw(jpeg=40), _Draw(blur=2.0)):
+        view = _photo_transform(small, replace(d, blur=d.blur * 0.25))  # the blur radius scaled along
+        crop = torch.nn.functional.grid_sample(view, grids["tiny"], mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            assert torch.allclose(seen(d)[0], net(crop.clamp(0, 255)), atol=1e-4)
+    assert not torch.allclose(seen(_Draw(resize=0.6)), seen(_Draw()))
 
 
 def test_choose_probes_is_seeded_and_keeps_the_probe_out_of_its_gallery(tmp_path: Path) -> None:

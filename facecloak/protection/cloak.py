@@ -237,27 +237,20 @@ def _embeddings(
     h, w = x.shape[-2:]
     for d in draws:
         views: dict[tuple[tuple[int, int] | None, tuple[int, int] | None], torch.Tensor] = {}  # shared by the models
-        encoded: torch.Tensor | None = None
         for s in sources:
             crops = []
             for i, factor in enumerate(_antialias_factors(s.matrices)):
-                # `align` area-downscales a large face (factor < 1); the draw's extra shrink (another resampler)
-                # comes after the processing, as in a recogniser. Normalised grid coordinates do not depend on the
-                # resolution, so every view is sampled with the same grid.
+                # `align` area-downscales a large face (factor < 1). Its processing (JPEG, blur, resize) runs at that
+                # size, the blur radius scaled along: a fraction of the cost on the full photo, and harsher than the
+                # real thing (JPEG blocks and a resize cover more of the face), which transferred better: on the 13
+                # deepface probes it never lost a probe to the full-size JPEG with scaled blur and resize, and
+                # gained 5 probe-cells over three verifiers (`bench/results/independent-jpeg-tables`). The draw's
+                # extra shrink (another resampler) comes after the processing. Normalised grid coordinates do not
+                # depend on the resolution, so every view is sampled with the same grid.
                 processed, sampled = _view_size(h, w, factor), _view_size(h, w, factor * d.shrink)
                 if (processed, processed) not in views:
-                    if processed is None:
-                        views[processed, processed] = _photo_transform(x, d)
-                    else:
-                        # A large face, for a fraction of the cost: the file is re-encoded at full size (a
-                        # straight-through JPEG costs no backward pass), then the processing that commutes with the
-                        # downscale runs at the downscaled size: blur with its radius scaled, and a resize only
-                        # where it goes below that size (above, the crop keeps nothing it removes).
-                        if encoded is None:
-                            encoded = x if d.jpeg is None else _jpeg_through(x, d.jpeg)
-                        small = F.interpolate(encoded, size=processed, mode="area")
-                        scaled = replace(d, jpeg=None, blur=d.blur * factor, resize=min(1.0, d.resize / factor))
-                        views[processed, processed] = _photo_transform(small, scaled)
+                    small = x if processed is None else F.interpolate(x, size=processed, mode="area")
+                    views[processed, processed] = _photo_transform(small, replace(d, blur=d.blur * min(factor, 1.0)))
                 if (processed, sampled) not in views:
                     views[processed, sampled] = F.interpolate(views[processed, processed], size=sampled, mode="area")
                 xi = views[processed, sampled]
