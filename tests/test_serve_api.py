@@ -276,9 +276,11 @@ def test_failed_photos_do_not_affect_the_others(fake: tuple[Client, JobRunner]) 
 
 def test_queue_full_is_503_and_queue_positions_are_reported() -> None:
     release = threading.Event()
+    protected: list[np.ndarray] = []
 
     def slow(rgb: np.ndarray, strength: Strength) -> ProtectResult:
         release.wait(30)
+        protected.append(rgb)
         return fake_protect(rgb, strength)
 
     with server(slow, fake_verify, max_queue=2) as (client, _):
@@ -292,6 +294,7 @@ def test_queue_full_is_503_and_queue_positions_are_reported() -> None:
         assert client.call("DELETE", f"/api/jobs/{waiting[0]['id']}")[0] == 204  # deleting a waiting job
         release.set()
         assert client.wait(first)["status"] == "done" and client.wait(waiting[1]["id"])["status"] == "done"
+    assert len(protected) == 2  # the job deleted while waiting was never protected
 
 
 def test_finished_jobs_are_forgotten_after_keep_seconds() -> None:
