@@ -255,7 +255,7 @@ def example_grid(
     return _save(fig, path)
 
 
-def level_examples(rgb: np.ndarray, out: str | Path, levels: Sequence[str] = ("low", "medium", "high"),
+def level_examples(rgb: np.ndarray, out: str | Path, levels: Sequence[str] = ("low", "medium", "high", "max"),
                    seed: int = 0) -> tuple[Path, dict[str, dict[str, float]]]:
     """Before/after crops of the largest face of `rgb` at each protection level (the file as `facecloak protect`
     would write it as PNG), at 2x zoom so single pixels show; returns the figure and per level its whole-photo

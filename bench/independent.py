@@ -426,6 +426,10 @@ def _ablation() -> dict[str, Setting]:
     # Feature-level transfer: each source's mid-depth activation pushed away from the clean photo's as well.
     for w in (1, 4, 16):
         add(f"cloak5-eot-4src-feat{w}", 5.0, replace(eot, features=float(w)), CLOAK_SOURCES)
+    # Stronger than `high`, for faces it leaves matched: a looser bound, more pixels, or more steps.
+    add("cloak25-eot-4src-eps24-look16", 25.0, replace(subtle, epsilon=24.0), CLOAK_SOURCES)
+    add("cloak35-eot-4src-eps16-look16", 35.0, subtle, CLOAK_SOURCES)
+    add("cloak25-eot-4src-eps16-look16-60", 25.0, replace(subtle, steps=60), CLOAK_SOURCES)
     return s
 
 

@@ -322,7 +322,7 @@ def test_strength_mapping_and_names() -> None:
     assert strength_for("low") == LEVELS["low"]
     assert (strength_for("high", budget=0.5).fill, strength_for("high", budget=0.5).budget) == ("cloak", 0.5)
     assert strength_for("low", fill="blur").fill == "blur"
-    for bad in ({"level": "max"}, {"level": "low", "budget": 150.0}, {"level": "low", "fill": "x"}):
+    for bad in ({"level": "extreme"}, {"level": "low", "budget": 150.0}, {"level": "low", "fill": "x"}):
         with pytest.raises(Exception, match=r"unknown|budget"):
             strength_for(bad["level"], bad.get("fill"), bad.get("budget"))  # type: ignore[arg-type]
     assert safe_name("../../etc/passwd") == "passwd"
