@@ -39,11 +39,12 @@ SUBTLE = CloakSettings(steps=30, step_size=12.0, epsilon=16.0, look=16.0, early_
 LEVELS: Registry[Level] = Registry("protection level")
 for _level in (
     Level("low", "black", 1.0, summary="black dots on the top 1 % LEAM pixels; fast, weak against other recognisers"),
-    # The same cloak for a third of the cost: the three 112 px sources (hse-mnv1 reads 224 px, the dearest) and 15
-    # larger steps; under 2 CPU s per face.
-    Level("medium", "cloak", 25.0, ("mbf-arc", "mbf-tf", "mobileface"), replace(SUBTLE, steps=15, step_size=18.0),
-          summary="subtle cloak on the top 25 % pixels (changes within 16 levels), 3 source models, 15 steps; "
-                  "a third of high's time"),
+    # The same cloak for a quarter of the cost: the three 112 px sources (hse-mnv1 reads 224 px, the dearest) and 10
+    # larger steps (as many dodged as with 15 steps of 18, `bench/results/independent-medium-10`); under 2 CPU s per
+    # face.
+    Level("medium", "cloak", 25.0, ("mbf-arc", "mbf-tf", "mobileface"), replace(SUBTLE, steps=10, step_size=24.0),
+          summary="subtle cloak on the top 25 % pixels (changes within 16 levels), 3 source models, 10 steps; "
+                  "a quarter of high's time"),
     Level("high", "cloak", 25.0, CLOAK_SOURCES, SUBTLE,
           summary="subtle cloak on the top 25 % pixels (changes within 16 levels), every source model every step "
                   "(default)"),
