@@ -467,15 +467,16 @@ def _check_quality(quality: int | None) -> None:
 
 
 def _save_params(file_format: str, quality: int | None, source: Photo | None = None) -> dict[str, object]:
+    encoding = source.jpeg_encoding if source is not None and quality is None else None
+    quality = DEFAULT_JPEG_QUALITY if quality is None else quality
     if file_format == "JPEG":
-        encoding = source.jpeg_encoding if source is not None and quality is None else None
         if encoding is not None:  # the source's own tables: its look and size, untouched blocks nearly unchanged
             return {"qtables": [list(t) for t in encoding.qtables], "subsampling": encoding.subsampling,
                     "optimize": True}
         # subsampling=0 is 4:4:4: the default 4:2:0 halves chroma resolution and smears one-pixel fills.
-        return {"quality": DEFAULT_JPEG_QUALITY if quality is None else quality, "subsampling": 0, "optimize": True}
+        return {"quality": quality, "subsampling": 0, "optimize": True}
     if file_format in {"WEBP", "HEIF"}:
-        return {"quality": DEFAULT_JPEG_QUALITY if quality is None else quality}
+        return {"quality": quality}
     if file_format == "TIFF":
         return {"compression": "tiff_deflate"}
     return {}

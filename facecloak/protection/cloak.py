@@ -215,7 +215,7 @@ def _jittered(grid: torch.Tensor, d: _Draw, width: int, height: int) -> torch.Te
 
 
 def _antialias_factors(matrices: np.ndarray) -> list[float]:
-    """Per face, the area-downscale `facecloak.faces.align` applies before warping (photo px per crop px > 2)."""
+    """Per face, the area-downscale (<= 1) `facecloak.faces.align` applies before warping (photo px per crop px > 2)."""
     scales = [affine_scale(m) for m in matrices]
     return [2.0 * s if s < 0.5 else 1.0 for s in scales]
 
@@ -250,7 +250,7 @@ def _embeddings(
                 processed, sampled = _view_size(h, w, factor), _view_size(h, w, factor * d.shrink)
                 if (processed, processed) not in views:
                     small = x if processed is None else F.interpolate(x, size=processed, mode="area")
-                    views[processed, processed] = _photo_transform(small, replace(d, blur=d.blur * min(factor, 1.0)))
+                    views[processed, processed] = _photo_transform(small, replace(d, blur=d.blur * factor))
                 if (processed, sampled) not in views:
                     views[processed, sampled] = F.interpolate(views[processed, processed], size=sampled, mode="area")
                 xi = views[processed, sampled]
@@ -341,9 +341,10 @@ def _feature_layer(source: SourceModel) -> nn.Module:
     """The middle of the source's LEAM `default_layers` (mbf stage2 14x14, mobileface stage3 7x7, hse blocks.8
     14x14): deep enough to be identity-bearing, early enough to be shared by other recognisers."""
     from facecloak.models import get_spec
+    from leam.capture import resolve_layer
 
     layers = get_spec(source.id).default_layers
-    return source.module.get_submodule(layers[len(layers) // 2])
+    return resolve_layer(source.module, layers[len(layers) // 2])
 
 
 def cloak(
