@@ -15,7 +15,15 @@ import pytest
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
 
 from facecloak.errors import ConfigError, ImageError
-from facecloak.photos.io import find_images, list_images, output_path_for, read_image, write_image
+from facecloak.photos.io import (
+    WRITE_FORMATS,
+    find_images,
+    list_images,
+    output_path_for,
+    read_image,
+    write_image,
+    written_format,
+)
 
 GPS = ExifTags.IFD.GPSInfo
 GPS_VALUES = {1: "N", 2: (52.0, 22.0, 1.5), 3: "E", 4: (4.0, 53.0, 0.25)}
@@ -448,6 +456,20 @@ def test_write_format_from_suffix_or_argument(tmp_path: Path) -> None:
         write_image(tmp_path / "g.png", rgb, format="GIF")
     with pytest.raises(ConfigError, match="jpeg_quality"):
         write_image(tmp_path / "h.jpg", rgb, jpeg_quality=0)
+
+
+def test_a_protected_copy_is_written_in_its_own_format_where_facecloak_can_write_it(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    for read_as, written in [("JPEG", "JPEG"), ("MPO", "JPEG"), ("PNG", "PNG"), ("GIF", "PNG"), ("BMP", "PNG")]:
+        assert written_format(read_as) == written
+    for name, fmt in WRITE_FORMATS.items():
+        if name == "HEIF":
+            continue  # needs pillow-heif
+        path = output_path_for(tmp_path / "in" / "a.png", tmp_path / "in", tmp_path / "out", format=name)
+        assert path.suffix == fmt.suffix and fmt.media_type.startswith("image/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, rgb)
+        assert read_image(path).format == name
 
 
 def test_write_rejects_wrong_arrays(tmp_path: Path) -> None:

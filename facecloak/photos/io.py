@@ -46,8 +46,22 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
 )
 """File name suffixes (lower case) that `list_images` picks up in folders."""
 
-# Output formats `write_image` can produce, keyed by Pillow format name, with the suffix `output_path_for` gives.
-_WRITE_FORMATS: dict[str, str] = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "HEIF": ".heic"}
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A format `write_image` produces: the suffix `output_path_for` gives it and its media type (for downloads)."""
+
+    suffix: str
+    media_type: str
+
+
+WRITE_FORMATS: dict[str, OutputFormat] = {
+    "JPEG": OutputFormat(".jpg", "image/jpeg"), "PNG": OutputFormat(".png", "image/png"),
+    "WEBP": OutputFormat(".webp", "image/webp"), "TIFF": OutputFormat(".tif", "image/tiff"),
+    "HEIF": OutputFormat(".heic", "image/heic"),
+}  # fmt: skip
+"""Output formats `write_image` can produce, keyed by Pillow format name."""
 _FORMAT_ALIASES: dict[str, str] = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
 _SUFFIX_FORMATS: dict[str, str] = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP",
@@ -443,9 +457,17 @@ def _resolve_format(path: Path, format: str | None) -> str:
         return found
     name = format.upper().lstrip(".")
     name = _FORMAT_ALIASES.get(name, name)
-    if name not in _WRITE_FORMATS:
-        raise ConfigError(f"unsupported output format {format!r}; choose one of {', '.join(_WRITE_FORMATS)}")
+    if name not in WRITE_FORMATS:
+        raise ConfigError(f"unsupported output format {format!r}; choose one of {', '.join(WRITE_FORMATS)}")
     return name
+
+
+def written_format(read_format: str) -> str:
+    """The format a protected copy of a photo decoded as `read_format` (`Photo.format`) is written in by default:
+    its own; a camera's multi-picture JPEG (MPO) as a plain JPEG; PNG for what facecloak reads but does not write
+    (GIF, BMP, ...)."""
+    name = "JPEG" if read_format == "MPO" else read_format
+    return name if name in WRITE_FORMATS else "PNG"
 
 
 def _check_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -642,7 +664,7 @@ def output_path_for(
         raise ImageError(f"{input}: not inside the input folder {root}")
     if "/" in suffix or "\\" in suffix or suffix in {".", ".."}:
         raise ConfigError(f"output suffix {suffix!r} must not contain path separators")
-    extension = input_path.suffix if format is None else _WRITE_FORMATS[_resolve_format(input_path, format)]
+    extension = input_path.suffix if format is None else WRITE_FORMATS[_resolve_format(input_path, format)].suffix
     name = f"{input_path.stem}{suffix}{extension}"
     result = out_path / relative.parent / name
     # Lexically inside (no '..') and physically inside (no symlinked folder under out_dir pointing elsewhere).

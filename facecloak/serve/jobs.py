@@ -27,15 +27,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from facecloak.errors import FacecloakError, ImageError
+from facecloak.photos.io import WRITE_FORMATS, Photo, read_image, write_image, written_format
 from facecloak.serve.policy import FaceVerdict, Strength
-
-if TYPE_CHECKING:
-    from facecloak.photos.io import Photo
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +53,6 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"),  # HEIF/HEIC (ISO-BMFF); read_image says what to install when pillow-heif is missing
 )
 READABLE = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC"
-_OUTPUT_FORMATS = {"JPEG": ("image/jpeg", ".jpg"), "PNG": ("image/png", ".png"), "WEBP": ("image/webp", ".webp"),
-                   "TIFF": ("image/tiff", ".tif"), "HEIF": ("image/heic", ".heic")}  # fmt: skip
 OUTPUT_CHOICES = ("same", "png", "jpeg", "webp")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 HEATMAP_SIDE = 1600  # the heatmap is for looking at: its longest side is capped (a 50 MP overlay would cost GBs)
@@ -111,12 +107,12 @@ class Job:
 
     @property
     def media_type(self) -> str:
-        return _OUTPUT_FORMATS[self.output_format][0]
+        return WRITE_FORMATS[self.output_format].media_type
 
     @property
     def download_name(self) -> str:
         stem = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
-        return f"{stem}_protected{_OUTPUT_FORMATS[self.output_format][1]}"
+        return f"{stem}_protected{WRITE_FORMATS[self.output_format].suffix}"
 
 
 def _for_display(rgb: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,8 +213,6 @@ class JobRunner:
     def decode(self, data: bytes, name: str) -> Photo:
         """Decode an upload with `facecloak.photos.io.read_image`; raises `Rejected` (413/415/400) with a one-line
         reason."""
-        from facecloak.photos.io import read_image
-
         if not data:
             raise Rejected(400, f"{name}: empty upload (0 bytes), not a photo")
         if not looks_like_image(data):
@@ -251,10 +245,7 @@ class JobRunner:
         """
         if output not in OUTPUT_CHOICES:
             raise Rejected(400, f"unknown output format {output!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
-        fmt = photo.format if output == "same" else output.upper()
-        fmt = "JPEG" if fmt == "MPO" else fmt  # a multi-picture camera JPEG comes back as a plain JPEG
-        if fmt not in _OUTPUT_FORMATS:
-            fmt = "PNG"  # read-only formats (GIF, BMP, ...) come back as PNG, as in the CLI
+        fmt = written_format(photo.format) if output == "same" else output.upper()
         job = Job(
             id=secrets.token_urlsafe(16), name=name, strength=strength, output_format=fmt,
             width=photo.width, height=photo.height, created=self._clock(),
@@ -396,9 +387,7 @@ class JobRunner:
     def _encode_output(self, rgb: np.ndarray, file_format: str, source: Photo) -> tuple[bytes, np.ndarray]:
         """The protected photo as file bytes (via `write_image`: no metadata, a JPEG upload's own encoding) and as
         decoded back from them."""
-        from facecloak.photos.io import read_image, write_image
-
-        path = self._private_file(self._require_workdir(), _OUTPUT_FORMATS[file_format][1])
+        path = self._private_file(self._require_workdir(), WRITE_FORMATS[file_format].suffix)
         try:
             write_image(path, rgb, format=file_format, source=source, overwrite=True)
             data = path.read_bytes()
@@ -409,8 +398,6 @@ class JobRunner:
         return data, written
 
     def _encode_png(self, rgb: np.ndarray) -> bytes:
-        from facecloak.photos.io import write_image
-
         path = self._private_file(self._require_workdir(), ".png")
         try:
             write_image(path, rgb, format="PNG", overwrite=True)
