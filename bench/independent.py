@@ -433,6 +433,21 @@ def _ablation() -> dict[str, Setting]:
     # Cheaper than `medium` on large faces: 10 larger steps of the three 112 px sources, within +-16 or +-24.
     for eps in (16.0, 24.0):
         add(f"cloak25-eot-3src-eps{eps:g}-look16-10", 25.0, replace(subtle, epsilon=eps, steps=10, step_size=24.0))
+    # Sparse by pruning: the cloak starts on a quarter of the face region and keeps the fifth of those pixels it
+    # moved most (as many as `cloak5-eot-4src` changes), unbounded, with and without the look term.
+    add("cloak25-eot-4src-keep20", 25.0, replace(eot, keep=0.2), CLOAK_SOURCES)
+    add("cloak25-eot-4src-look16-keep20", 25.0, replace(eot, look=16.0, keep=0.2), CLOAK_SOURCES)
+    # ... a quarter of them (about 5 % of the face box), with the look term at 8, 16 and 32.
+    for look in (8, 16, 32):
+        add(f"cloak25-eot-4src-look{look}-keep25", 25.0, replace(eot, look=float(look), keep=0.25), CLOAK_SOURCES)
+    for eps in (32, 48):  # ... each change within +-eps levels: fewer saturated dots
+        add(f"cloak25-eot-4src-eps{eps}-look16-keep25", 25.0, replace(eot, epsilon=float(eps), look=16.0, keep=0.25),
+            CLOAK_SOURCES)
+    # `high` chosen by pruning: its +-16 subtle cloak starts on half of the face region and keeps the half of those
+    # pixels it moved most (as many as `high` changes).
+    add("cloak50-eot-4src-eps16-look16-keep50", 50.0, replace(subtle, keep=0.5), CLOAK_SOURCES)
+    # ... and `medium` (three 112 px sources, 10 steps of 24) the same way.
+    add("cloak50-eot-3src-eps16-look16-10-keep50", 50.0, replace(subtle, keep=0.5, steps=10, step_size=24.0))
     return s
 
 

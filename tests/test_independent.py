@@ -196,6 +196,21 @@ def test_the_look_term_trades_change_for_structure() -> None:
         CloakSettings(look=-1.0)
 
 
+def test_pruning_keeps_the_share_of_the_mask_the_cloak_moved_most() -> None:
+    base = CloakSettings(steps=9, step_size=8.0, early_stop=False, diversity=False)
+    photo, mask, pruned = _tiny_cloak(replace(base, keep=0.2))
+    changed = (pruned != photo).any(2)
+    assert not changed[~mask].any()  # nothing outside the mask
+    assert 0.1 * mask.sum() < changed.sum() <= round(0.2 * mask.sum()) + 1  # a fifth of the mask at most
+    _, _, full = _tiny_cloak(base)
+    assert (full != photo).any(2).sum() > changed.sum()
+    _, _, short = _tiny_cloak(replace(base, keep=0.2, steps=1))  # one step: no room for two rounds
+    assert (short != photo).any(2).sum() <= round(0.2 * mask.sum())
+    for keep in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="keep"):
+            CloakSettings(keep=keep)
+
+
 def test_a_stochastic_ensemble_runs_the_drawn_sources_only() -> None:
     class Counting(torch.nn.Module):
         def __init__(self) -> None:

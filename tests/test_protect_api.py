@@ -45,6 +45,19 @@ def test_budget_scales_the_number_of_changed_pixels(fast: dict) -> None:
 
 
 @pytest.mark.real
+def test_a_pruning_cloak_reports_the_pixels_it_kept_as_its_mask(fast: dict) -> None:
+    from facecloak.protection.cloak import CloakSettings
+
+    image = astronaut(256)
+    settings = CloakSettings(steps=3, early_stop=False, keep=0.25)
+    full = protect(image, fill="black", budget=8.0, **fast).mask
+    result = protect(image, fill="cloak", budget=8.0, cloak_settings=settings, **fast)
+    changed = (result.image != image).any(2)
+    assert np.array_equal(result.mask, changed) and not (result.mask & ~full).any()
+    assert 0.15 * full.sum() < result.pixels_changed <= 0.25 * full.sum() + 1
+
+
+@pytest.mark.real
 def test_every_face_is_protected_unless_largest_only(fast: dict) -> None:
     big, small = astronaut(256), astronaut(160)
     image = np.full((256, 448, 3), 128, np.uint8)

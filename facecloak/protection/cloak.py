@@ -47,6 +47,10 @@ class CloakSettings:
     photo window to the original, so the cloak spends its change where it costs the least structure (0: off);
     features: weight of the cosine of each source's mid-depth activation (`_feature_layer`) to the clean photo's
     under the same draw, pushed down besides the embedding's (feature-level transfer, as ILA/FDA) (0: off);
+    keep: share of the masked pixels that keep their change (1: all). Below 1 the cloak starts on the whole mask
+    and prunes it in two rounds (after a third and two thirds of the steps, each to sqrt(keep) of the pixels it
+    had), keeping the pixels it moved most: the optimiser, not the selection alone, picks the sparse support, as
+    magnitude-pruned sparse attacks do;
     early_stop: stop once every source model's cosine to the reference is below its threshold minus `margin`
     for every face (checked every `check_every` steps on the rounded pixels, without transformations)."""
 
@@ -64,6 +68,7 @@ class CloakSettings:
     look: float = 0.0
     sources_per_step: int = 0
     features: float = 0.0
+    keep: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.step_size <= 0:
@@ -79,6 +84,8 @@ class CloakSettings:
             raise ConfigError("cloak samples and check_every must be >= 1")
         if min(self.decoy, self.margin, self.grain, self.look, self.features) < 0:
             raise ConfigError("cloak decoy weight, margin, grain, look and features must be >= 0")
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"cloak keep must be in (0, 1], the share of the masked pixels changed; got {self.keep}")
 
 
 @dataclass(frozen=True)
@@ -321,6 +328,23 @@ def _offset_grid(shape: tuple[int, int], step: float) -> tuple[int, int]:
     return max(2, math.ceil((h - 1) / step) + 1), max(2, math.ceil((w - 1) / step) + 1)
 
 
+def _pruned(m: torch.Tensor, score: torch.Tensor, share: float) -> torch.Tensor:
+    """The mask `m` (1, 1, H, W) cut to the `share` of its pixels with the highest `score` (H, W)."""
+    where = torch.nonzero(m[0, 0].flatten() > 0).flatten()
+    n = max(1, round(share * len(where)))
+    best = where[torch.topk(score.flatten()[where], n).indices]  # exactly n: ties do not widen the mask
+    kept = torch.zeros(score.numel())
+    kept[best] = 1.0
+    return kept.view(1, 1, *score.shape)
+
+
+def _prune_steps(settings: CloakSettings) -> frozenset[int]:
+    """The steps after which the mask is pruned (see `CloakSettings.keep`)."""
+    if settings.keep >= 1:
+        return frozenset()
+    return frozenset({max(1, round(settings.steps / 3)), max(1, round(2 * settings.steps / 3))})
+
+
 def _decoys(sources: Sequence[SourceModel]) -> dict[str, torch.Tensor]:
     """Per source, (F, D) unit embeddings to pull towards: the given ones, else the bundled face least similar
     to each reference (the photo's own person is never its decoy)."""
@@ -380,6 +404,7 @@ def cloak(
     decoys = _decoys(sources) if settings.decoy > 0 else {}
     stoppable = settings.early_stop and all(t is not None for t in thresholds.values())
     used = 0
+    prune_after = _prune_steps(settings)
     # The latest forward's mid-layer activation per source, captured by hooks that live only as long as the cloak.
     feats: dict[str, torch.Tensor] = {}
     hooks: list[torch.utils.hooks.RemovableHandle] = []
@@ -422,6 +447,9 @@ def cloak(
                 if not coarse:
                     delta.copy_((patch + delta).clamp(0, 255) - patch)  # stay inside the valid colour range
             used = step + 1
+            if used in prune_after:
+                with torch.no_grad():
+                    m = _pruned(m, offset()[0].abs().sum(0), settings.keep**0.5)
             if stoppable and used % settings.check_every == 0:
                 with torch.no_grad():
                     q = (patch + offset() * m).clamp(0, 255).round()
@@ -432,7 +460,11 @@ def cloak(
         for hook in hooks:
             hook.remove()
     with torch.no_grad():
+        target = max(1, round(settings.keep * int(window_mask.sum())))
+        if int(m.sum()) > target:  # stopped early (or too few steps for both rounds): prune to the share asked for
+            m = _pruned(m, offset()[0].abs().sum(0), target / int(m.sum()))
         new_patch = (patch + offset() * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     out = image.copy()
-    out[y0 : y0 + h, x0 : x0 + w][window_mask] = new_patch[window_mask]
+    kept = m[0, 0].numpy() > 0  # the window's mask after pruning
+    out[y0 : y0 + h, x0 : x0 + w][kept] = new_patch[kept]
     return out, used

@@ -52,7 +52,7 @@ class FaceOutcome:
 @dataclass(frozen=True)
 class ProtectResult:
     image: np.ndarray  # uint8 (H, W, 3) RGB, protected
-    mask: np.ndarray  # bool (H, W): the pixels the fill was allowed to change
+    mask: np.ndarray  # bool (H, W): the pixels the fill was allowed to change (a pruning cloak: those it changed)
     faces: tuple[FaceOutcome, ...]
     heatmap: np.ndarray | None  # float32 (H, W) in [0, 1]: LEAM relevance over the photo (max over faces)
     fill: str
@@ -152,7 +152,10 @@ def protect(
                 matrices=np.asarray(batch.matrices[get_spec(m).template]),
                 references=refs[m].cpu(), threshold=thr.at(far) if thr else None,
             ))
-        protected, steps = fill_spec.function(image, mask, sources, cloak_settings or CloakSettings(), seed=seed)
+        cloak_settings = cloak_settings or CloakSettings()
+        protected, steps = fill_spec.function(image, mask, sources, cloak_settings, seed=seed)
+        if cloak_settings.keep < 1:  # the cloak chose its support inside the selection: the mask is what it kept
+            mask = mask & (protected != image).any(2)
     else:
         protected = fill_spec(image, mask, rng=np.random.default_rng(seed))
 
