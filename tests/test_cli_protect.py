@@ -347,6 +347,20 @@ def test_escalate_raises_the_level_of_faces_still_matched(photos: list[Path], tm
     assert row["status"] in ("protected", "still-recognised")
     assert result.exit_code == 0
 
+    # The raised face carries its final level's change only: low's black dots outside it are put back.
+    png = ["--format", "png", "--save-mask"]
+    invoke(["protect", photos[0], "-o", tmp_path / "esc", *args, *png])
+    invoke(["protect", photos[0], "-o", tmp_path / "low", *[a for a in args if a != "--escalate"], "--no-verify", *png])
+
+    def written(folder: str) -> tuple[np.ndarray, np.ndarray]:
+        out = next(p for p in (tmp_path / folder).rglob("*.png") if not p.name.endswith(".mask.png"))
+        return read_image(out).rgb, read_image(next((tmp_path / folder).rglob("*.mask.png"))).rgb[..., 0] > 0
+
+    (escalated, final), (_, low) = written("esc"), written("low")
+    only_low = low & ~final
+    assert only_low.any() and np.array_equal(escalated[only_low], read_image(photos[0]).rgb[only_low])
+    assert np.array_equal(final, (escalated != read_image(photos[0]).rgb).any(2))  # a pruned cloak's mask: its change
+
 
 def test_escalate_needs_verification(photos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(["protect", photos[0], "--escalate", "--no-verify"], capsys)

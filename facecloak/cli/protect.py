@@ -576,6 +576,7 @@ class _Runner:
         faces = [f.face for f in result.faces]
         boxes = [f.box for f in faces]
         image, mask = result.image, result.mask
+        face_changed = [f.changed for f in result.faces]  # per face, the pixels its latest level changed
         face_levels = ["custom" if o.custom else o.level] * len(faces)
         sources = set(self.models)
         references: list[dict[str, np.ndarray]] = []
@@ -593,9 +594,15 @@ class _Runner:
                     break
                 stronger = protect(photo.rgb, faces=[faces[i] for i in failing], models=level.models,
                                    budget=level.budget, fill=level.fill, cloak_settings=level.cloak, **common)
-                image = image.copy()
+                image, mask = image.copy(), mask.copy()
+                for i in failing:  # the stronger level replaces the weaker one's change on these faces, not adds to it
+                    image.reshape(-1, 3)[face_changed[i]] = photo.rgb.reshape(-1, 3)[face_changed[i]]
+                    mask.flat[face_changed[i]] = False
                 image[stronger.mask] = stronger.image[stronger.mask]
                 mask = mask | stronger.mask
+                by_face = {id(f.face): f.changed for f in stronger.faces}  # protect orders faces by size
+                for i in failing:
+                    face_changed[i] = by_face.get(id(faces[i]), face_changed[i])
                 sources |= set(level.models)
                 for i in failing:
                     face_levels[i] = level.name

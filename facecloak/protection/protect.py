@@ -47,6 +47,8 @@ class FaceOutcome:
     cosine_before: dict[str, float]  # model id -> cosine of the clean face to the reference
     cosine_after: dict[str, float]  # model id -> cosine of the protected face to the reference
     person_match: bool = False  # this face was matched to the given person
+    # Flat photo indices of the pixels changed for this face (its share of the result's mask).
+    changed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def protect(
             cosine_before={m: float(before[m][i]) for m in models},
             cosine_after={m: float(after[m][i]) for m in models},
             person_match=i == match,
+            changed=face_pixels[i][changed.flat[face_pixels[i]]],
         )
         for i, f in enumerate(faces)
     )
