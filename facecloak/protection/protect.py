@@ -143,7 +143,7 @@ def protect(
     mask, heat, face_pixels = masks.union_in_photo(image.shape)
 
     # Fill.
-    steps = 0
+    steps, pruned = 0, False
     if fill_spec.needs_models:
         sources = []
         for m in models:
@@ -156,23 +156,25 @@ def protect(
             ))
         cloak_settings = cloak_settings or CloakSettings()
         protected, steps = fill_spec.function(image, mask, sources, cloak_settings, seed=seed)
-        if cloak_settings.keep < 1:  # the cloak chose its support inside the selection: the mask is what it kept
-            mask = mask & (protected != image).any(2)
+        pruned = cloak_settings.keep < 1  # the cloak chose its support inside the selection
     else:
         protected = fill_spec(image, mask, rng=np.random.default_rng(seed))
+    changed = (protected != image).any(2)
+    if pruned:  # the mask is what the cloak kept
+        mask &= changed
+    face_changed = [pixels[changed.flat[pixels]] for pixels in face_pixels]
 
     # Measure, on crops cut out exactly as the clean ones were.
     after = similarities(protected, faces, models, refs, matrices=batch.matrices)
     before = {m: torch.nn.functional.cosine_similarity(clean[m], refs[m], dim=1).cpu().numpy() for m in models}
-    changed = (protected != image).any(2)
     outcomes = tuple(
         FaceOutcome(
             face=f,
-            pixels_changed=int(changed.flat[face_pixels[i]].sum()),
+            pixels_changed=len(face_changed[i]),
             cosine_before={m: float(before[m][i]) for m in models},
             cosine_after={m: float(after[m][i]) for m in models},
             person_match=i == match,
-            changed=face_pixels[i][changed.flat[face_pixels[i]]],
+            changed=face_changed[i],
         )
         for i, f in enumerate(faces)
     )
