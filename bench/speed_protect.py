@@ -1,8 +1,8 @@
-"""Speed of the default `facecloak protect` against `deface`, side by side in one run (a benchmark, not a test).
+"""Speed of `facecloak protect` against `deface`, side by side in one run (a benchmark, not a test).
 
     OMP_NUM_THREADS=1 facecloak bench speed-protect -o bench/results/speed-protect \\
         [--data ../shared/faces] [--photos 60] [--repeats 3] [--deface /tmp/deface-venv/bin/deface] \\
-        [--baseline-ref GIT_REF] [--cloak-faces 4]
+        [--baseline-ref GIT_REF] [--cloak-faces 4] [--levels medium,high --level-photos 20]
 
 Photo sets (written to a temporary folder at run time, never into the repository):
   deepface-1024  the first `--photos` photos of deepface's manifest, scaled to at most 1024 px on the long side
@@ -18,6 +18,11 @@ Commands: `facecloak protect DIR -o OUT` (defaults: black fill, 1 %, mbf-arc,mbf
 and `deface DIR` (its defaults; outputs next to the inputs in a copy of the folder). deface is not a
 dependency: install it in its own venv (`python -m venv /tmp/deface-venv && /tmp/deface-venv/bin/pip install
 deface onnxruntime`); without it the deface columns are skipped and the script says how to get them.
+
+`--levels a,b` also measures `facecloak protect --level X --json` (verification on: what a user of that level waits
+for) in the same way on the first `--level-photos` photos of each set, with the verified-face count from its JSON
+summary. The main table measures `--level low --no-verify`, the cheapest path, to compare with deface and with
+older trees.
 
 `--baseline-ref REF` also runs facecloak from `git archive REF` (e.g. the commit before a speed change) in the
 same interleaved order, so before/after ratios come from one run. `--cloak-faces N` measures the sparse cloak
@@ -95,21 +100,27 @@ class Run:
     cpu_s: float
     peak_rss_mb: float
     returncode: int
+    last_line: str = ""
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path) -> Run:
-    """Run `cmd` to completion; wall time, CPU time (user + sys) and peak RSS of the child from wait4."""
+    """Run `cmd` to completion; wall time, CPU time (user + sys) and peak RSS of the child from wait4, and the
+    last line it printed (a `--json` summary)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with (cwd / "stdout.txt").open("w+b") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        printed = out.read().decode(errors="replace").strip().splitlines()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         print(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace')[-2000:]}",
               file=sys.stderr)
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode,
+               printed[-1] if printed else "")
 
 
 class Tool:
@@ -270,6 +281,29 @@ def export_ref(ref: str, into: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def level_report(levels: dict, results: dict, env: dict) -> list[str]:
+    """The levels' table: what `facecloak protect --level X` (verification on) costs per photo, next to deface."""
+    lines = ["", f"What each level costs end to end (`facecloak protect DIR -o OUT --level X --json`, verification "
+             f"on, on the first {env['level_photos']} photos of each set, interleaved; deface's marginal from the "
+             "table above, same run):", "",
+             "| set | command | start-up wall s | start-up CPU s | folder wall s | folder CPU s | marginal s/photo | "
+             "marginal CPU s/photo | marginal CPU / deface's | peak RSS MB | faces verified protected |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for set_name, tools in levels.items():
+        deface = results.get(set_name, {}).get("deface")
+        for name, r in tools.items():
+            start, folder = r["startup"], r["folder"]
+            ratio = (f"{r['marginal_cpu_s_per_photo'] / max(deface['marginal_cpu_s_per_photo'], 1e-9):.0f}x"
+                     if deface else "-")
+            verified = r.get("summary", {}).get("verification", {})
+            faces = f"{verified['verified_protected']} of {verified['faces']}" if verified else "-"
+            lines.append(
+                f"| {set_name} (n={r['photos']}) | {name} | {start['wall_s']:.2f} | {start['cpu_s']:.2f} | "
+                f"{folder['wall_s']:.1f} | {folder['cpu_s']:.1f} | {r['marginal_s_per_photo']:.2f} | "
+                f"{r['marginal_cpu_s_per_photo']:.2f} | {ratio} | {folder['peak_rss_mb']:.0f} | {faces} |")
+    return lines
+
+
 def summarise(runs: list[Run]) -> dict[str, float]:
     return {
         "wall_s": statistics.median(r.wall_s for r in runs),
@@ -277,6 +311,52 @@ def summarise(runs: list[Run]) -> dict[str, float]:
         "peak_rss_mb": max(r.peak_rss_mb for r in runs),
         "failed_runs": sum(r.returncode != 0 for r in runs),
     }
+
+
+def measure(tools: Sequence[Tool], sets: dict[str, list[Path]], repeats: int, folder_repeats: int,
+            work: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """Start-up (one photo, `repeats` runs) and whole-folder (`folder_repeats` runs) of every tool on every set,
+    interleaved so that the tools see the same load; set -> tool -> summary."""
+    results: dict[str, dict[str, dict[str, object]]] = {}
+    k = 0
+    for set_name, photos in sets.items():
+        one: dict[str, list[Run]] = {t.name: [] for t in tools}
+        folder: dict[str, list[Run]] = {t.name: [] for t in tools}
+        for _ in range(repeats):
+            for tool in tools:  # interleaved: each tool sees the same load
+                k += 1
+                one[tool.name].append(tool.on_folder(photos[:1], work / f"w{k}"))
+        for _ in range(folder_repeats):
+            for tool in tools:
+                k += 1
+                folder[tool.name].append(tool.on_folder(photos, work / f"w{k}"))
+        results[set_name] = {}
+        for tool in tools:
+            s1, sf = summarise(one[tool.name]), summarise(folder[tool.name])
+            results[set_name][tool.name] = {
+                "startup": s1,
+                "folder": sf,
+                "marginal_s_per_photo": (sf["wall_s"] - s1["wall_s"]) / (len(photos) - 1),
+                "marginal_cpu_s_per_photo": (sf["cpu_s"] - s1["cpu_s"]) / (len(photos) - 1),
+                "photos": len(photos),
+                "summary": _json_summary(folder[tool.name][-1]),
+            }
+    return results
+
+
+def _json_summary(run_: Run) -> dict:
+    """The `--json` summary line of a facecloak run (empty for tools that print none)."""
+    try:
+        got = json.loads(run_.last_line)
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def level_tool_name(level: str) -> str:
+    from facecloak.protection.levels import DEFAULT_LEVEL
+
+    return f"facecloak --level {level}" + (" (the default)" if level == DEFAULT_LEVEL else "")
 
 
 @dataclass(frozen=True)
@@ -294,10 +374,17 @@ class SpeedProtectOptions:
     memory_photos: int = 0
     profile_photos: int = 10
     command: str = "facecloak bench speed-protect"
+    levels: tuple[str, ...] = ()
+    level_photos: int = 20
 
     def __post_init__(self) -> None:
-        if self.photos < 2:
-            raise ConfigError("--photos must be at least 2 (the marginal cost needs a folder larger than one photo)")
+        from facecloak.protection.levels import LEVELS
+
+        if self.photos < 2 or (self.levels and self.level_photos < 2):
+            raise ConfigError("--photos and --level-photos must be at least 2 (the marginal cost needs a folder "
+                              "larger than one photo)")
+        for level in self.levels:
+            LEVELS.get(level)  # an unknown level is refused, naming the known ones
 
 
 def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _stderr) -> str:
@@ -322,29 +409,13 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
             tool.on_folder(sets["lfw"][:1], tmp / "warm")
 
         floor = torch_import_floor(args.repeats)
-        results: dict[str, dict[str, dict[str, object]]] = {}
-        k = 0
-        for set_name, photos in sets.items():
-            one: dict[str, list[Run]] = {t.name: [] for t in tools}
-            folder: dict[str, list[Run]] = {t.name: [] for t in tools}
-            for _ in range(args.repeats):
-                for tool in tools:  # interleaved: each tool sees the same load
-                    k += 1
-                    one[tool.name].append(tool.on_folder(photos[:1], tmp / f"w{k}"))
-            for _ in range(args.folder_repeats):
-                for tool in tools:
-                    k += 1
-                    folder[tool.name].append(tool.on_folder(photos, tmp / f"w{k}"))
-            results[set_name] = {}
-            for tool in tools:
-                s1, sf = summarise(one[tool.name]), summarise(folder[tool.name])
-                results[set_name][tool.name] = {
-                    "startup": s1,
-                    "folder": sf,
-                    "marginal_s_per_photo": (sf["wall_s"] - s1["wall_s"]) / (len(photos) - 1),
-                    "marginal_cpu_s_per_photo": (sf["cpu_s"] - s1["cpu_s"]) / (len(photos) - 1),
-                    "photos": len(photos),
-                }
+        results = measure(tools, sets, args.repeats, args.folder_repeats, tmp / "runs")
+        # What a user waits for: each asked level end to end (verification on), on the sets' first photos.
+        level_tools = [facecloak_tool(level_tool_name(level), REPO, ("--level", level, "--json"))
+                       for level in args.levels]
+        level_sets = {name: photos[: args.level_photos] for name, photos in sets.items()}
+        levels = measure(level_tools, level_sets, args.repeats, args.folder_repeats, tmp / "level-runs"
+                         ) if level_tools else {}
         cloak: dict[str, dict[str, float]] = {}
         if args.cloak_faces:
             for tool in tools:
@@ -371,16 +442,19 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         "folder_repeats": args.folder_repeats,
         "deface": None if deface is None else args.deface,
         "baseline_ref": args.baseline_ref,
+        "levels": list(args.levels),
+        "level_photos": args.level_photos,
     }
     atomic_write_text(args.out / "speed_protect.json", json.dumps(
-        {"environment": env, "sets": results, "cloak": cloak, "profile": profile, "memory": memory,
+        {"environment": env, "sets": results, "levels": levels, "cloak": cloak, "profile": profile, "memory": memory,
          "torch_import": floor}, indent=2) + "\n")
-    md = report(env, results, cloak, profile, memory, floor)
+    md = report(env, results, cloak, profile, memory, floor, levels)
     atomic_write_text(args.out / "README.md", md)
     return md
 
 
-def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict) -> str:
+def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict,
+           levels: dict | None = None) -> str:
     lines = [
         "# Speed of the default `facecloak protect` vs `deface`",
         "",
@@ -418,6 +492,8 @@ def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, f
                 f"folder CPU {base['folder']['cpu_s'] / r['folder']['cpu_s']:.2f}x, "
                 f"marginal {base['marginal_s_per_photo'] / max(r['marginal_s_per_photo'], 1e-9):.2f}x"
             )
+    if levels:
+        lines += level_report(levels, results, env)
     if cloak:
         lines += ["", "Sparse cloak (`protect(fill='cloak')`, 60 steps, early stop; after one warm-up photo):", "",
                   "| tree | faces | seconds | s/face | steps |", "|---|---:|---:|---:|---:|"]

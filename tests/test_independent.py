@@ -13,6 +13,7 @@ import torch
 from bench.independent import choose_probes, column_names, gmsd, settings_by_name, table, wilson
 from facecloak.errors import ConfigError
 from facecloak.protection.cloak import (
+    Adam,
     CloakSettings,
     SourceModel,
     _Draw,
@@ -209,6 +210,20 @@ def test_pruning_keeps_the_share_of_the_mask_the_cloak_moved_most() -> None:
     for keep in (0.0, 1.5):
         with pytest.raises(ConfigError, match="keep"):
             CloakSettings(keep=keep)
+
+
+def test_the_cloaks_adam_takes_the_same_steps_as_torch_optim_adam_to_the_bit() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = torch.zeros(2, 3, 5, 7, requires_grad=True), torch.zeros(2, 3, 5, 7, requires_grad=True)
+    mine, reference = Adam(ours, lr=12.0), torch.optim.Adam([theirs], lr=12.0)
+    for _ in range(40):
+        target = torch.randn(2, 3, 5, 7, generator=gen) * 30
+        for param, opt in ((ours, mine), (theirs, reference)):
+            opt.zero_grad()
+            ((param - target) ** 2).sum().backward()
+            opt.step()
+        assert torch.equal(ours, theirs)
+    assert float(ours.abs().max()) > 1.0  # it moved
 
 
 def test_a_stochastic_ensemble_runs_the_drawn_sources_only() -> None:

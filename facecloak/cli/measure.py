@@ -53,6 +53,9 @@ def speed_protect_command(
     folder_repeats: Annotated[int, typer.Option(min=1, help="Runs of each whole folder per tool.")] = 1,
     memory_photos: Annotated[int, typer.Option(min=0, help="In-process protect calls traced for RSS.")] = 0,
     profile_photos: Annotated[int, typer.Option(min=0, help="Photos per set profiled by stage (0: skip).")] = 10,
+    levels: Annotated[str, typer.Option(help="Comma-separated protection levels also measured end to end, "
+                                              "verification on (e.g. medium,high; empty: none).")] = "",
+    level_photos: Annotated[int, typer.Option(min=2, help="Photos per set for the --levels runs.")] = 20,
 ) -> None:
     """Speed of the default `facecloak protect` against `deface`, side by side in one run (start-up, folder,
     marginal seconds per photo, peak RSS; the sparse cloak's seconds per face; a profile of protect's stages)."""
@@ -60,7 +63,8 @@ def speed_protect_command(
         from bench.speed_protect import SpeedProtectOptions, run_speed_protect
 
         options = SpeedProtectOptions(out, data, photos, repeats, deface, baseline_ref, cloak_faces, folder_repeats,
-                                      memory_photos, profile_photos, _command_line())
+                                      memory_photos, profile_photos, _command_line(),
+                                      tuple(parse_names(levels) or ()), level_photos)
         typer.echo(run_speed_protect(options, warn=lambda line: typer.echo(line, err=True)))
 
 
