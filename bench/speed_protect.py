@@ -142,8 +142,15 @@ class Tool:
 
 
 # What was measured: the black 1 % fill without verification, i.e. `--level low --no-verify` today (the default
-# before protection levels and verification existed, so the older baseline runs with its plain defaults).
+# before protection levels and verification existed, so a baseline tree older than levels runs with
+# its plain defaults: `baseline_options`).
 CURRENT_OPTIONS = ("--level", "low", "--no-verify")
+
+
+def baseline_options(tree: Path) -> tuple[str, ...]:
+    """The options that make an older tree do what `CURRENT_OPTIONS` does here: the same ones where it has levels,
+    none before levels existed (its defaults were then the black 1 % fill without verification)."""
+    return CURRENT_OPTIONS if (tree / "facecloak" / "protection" / "levels.py").is_file() else ()
 
 
 def facecloak_tool(name: str, source: Path, options: Sequence[str] = ()) -> Tool:
@@ -301,6 +308,16 @@ def level_report(levels: dict, results: dict, env: dict) -> list[str]:
                 f"| {set_name} (n={r['photos']}) | {name} | {start['wall_s']:.2f} | {start['cpu_s']:.2f} | "
                 f"{folder['wall_s']:.1f} | {folder['cpu_s']:.1f} | {r['marginal_s_per_photo']:.2f} | "
                 f"{r['marginal_cpu_s_per_photo']:.2f} | {ratio} | {folder['peak_rss_mb']:.0f} | {faces} |")
+    older = [(set_name, name, tools[name], tools[f"{name}@{env['baseline_ref']}"]) for set_name, tools in levels.items()
+             for name in tools if f"{name}@{env['baseline_ref']}" in tools]
+    if older:
+        lines += ["", f"This tree / {env['baseline_ref']} (same run, interleaved):", ""]
+        for set_name, name, new, old in older:
+            lines.append(
+                f"- {set_name}, {name}: start-up wall {new['startup']['wall_s'] / old['startup']['wall_s']:.2f}x "
+                f"({new['startup']['wall_s']:.2f} vs {old['startup']['wall_s']:.2f} s), start-up CPU "
+                f"{new['startup']['cpu_s'] / old['startup']['cpu_s']:.2f}x, folder CPU "
+                f"{new['folder']['cpu_s'] / old['folder']['cpu_s']:.2f}x")
     return lines
 
 
@@ -396,8 +413,10 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         tmp = Path(tmp_name)
         sets = prepare_sets(args.data, tmp / "sets", args.photos)
         tools = [facecloak_tool("facecloak", REPO, CURRENT_OPTIONS)]
+        tree = REPO
         if args.baseline_ref:
-            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", export_ref(args.baseline_ref, tmp)))
+            tree = export_ref(args.baseline_ref, tmp)
+            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", tree, baseline_options(tree)))
         deface = deface_tool(args.deface)
         if deface is None:
             warn(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}")
@@ -413,6 +432,9 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         # What a user waits for: each asked level end to end (verification on), on the sets' first photos.
         level_tools = [facecloak_tool(level_tool_name(level), REPO, ("--level", level, "--json"))
                        for level in args.levels]
+        if args.baseline_ref and baseline_options(tree):  # the same levels from the older tree, interleaved
+            level_tools += [facecloak_tool(f"{level_tool_name(level)}@{args.baseline_ref}", tree,
+                                           ("--level", level, "--json")) for level in args.levels]
         level_sets = {name: photos[: args.level_photos] for name, photos in sets.items()}
         levels = measure(level_tools, level_sets, args.repeats, args.folder_repeats, tmp / "level-runs"
                          ) if level_tools else {}

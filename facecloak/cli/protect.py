@@ -600,9 +600,8 @@ class _Runner:
                     mask.flat[face_changed[i]] = False
                 image[stronger.mask] = stronger.image[stronger.mask]
                 mask = mask | stronger.mask
-                by_face = {id(f.face): f.changed for f in stronger.faces}  # protect orders faces by size
-                for i in failing:
-                    face_changed[i] = by_face.get(id(faces[i]), face_changed[i])
+                for i, outcome in zip(failing, stronger.faces, strict=True):  # protect keeps the faces' order
+                    face_changed[i] = outcome.changed
                 sources |= set(level.models)
                 for i in failing:
                     face_levels[i] = level.name

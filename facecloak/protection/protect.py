@@ -109,6 +109,8 @@ def protect(
     budget: percent of each face's region (in the common template) whose pixels may change.
     fill:   a fill from `facecloak.protection.fills.FILLS`: an occlusion fill or "cloak" (optimised pixel values).
     person: identity references (and optionally a profile) for the person these photos show.
+    faces:  the faces to protect (None: detect them); the result's `faces` follow their order (with
+            `largest_only`, the largest one alone).
     device: where the recognition models run: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present).
             Detection, parsing and the cloak's optimisation stay on the CPU.
     """
