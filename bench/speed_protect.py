@@ -478,7 +478,7 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
 def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, floor: dict,
            levels: dict | None = None) -> str:
     lines = [
-        "# Speed of the default `facecloak protect` vs `deface`",
+        "# Speed of `facecloak protect` vs `deface`",
         "",
         f"Command: `OMP_NUM_THREADS=1 {env['command']}` ({env['date_utc']} UTC); {env['cpus']} CPUs, Python "
         f"{env['python']}; load average (1, 5, 15 min) {env['loadavg_start']} at the start, {env['loadavg_end']} at "
