@@ -243,15 +243,17 @@ def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
 MEMORY_SNIPPET = r"""
 import json, resource, sys
 from facecloak.photos.io import read_image
+from facecloak.protection.levels import LEVELS
 from facecloak.protection.protect import protect
-count, paths = int(sys.argv[1]), sys.argv[2:]
+count, level, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+options = LEVELS.get(level).protect_options() if level else {}
 def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 trace = []
 for i in range(count):
-    protect(read_image(paths[i % len(paths)]).rgb)
+    protect(read_image(paths[i % len(paths)]).rgb, **options)
     if (i + 1) % 10 == 0 or i == 0:
         trace.append([i + 1, round(rss_mb(), 1)])
 print(json.dumps({"photos": count, "rss_mb": trace,
@@ -259,10 +261,11 @@ print(json.dumps({"photos": count, "rss_mb": trace,
 """
 
 
-def memory_trace(source: Path, photos: list[Path], count: int) -> dict:
-    """RSS after every 10th of `count` in-process `protect` calls cycling through `photos`, and the peak."""
+def memory_trace(source: Path, photos: list[Path], count: int, level: str = "") -> dict:
+    """RSS after every 10th of `count` in-process `protect` calls cycling through `photos`, and the peak; `level`:
+    a protection level's options (verification is the CLI's, not part of `protect`), "" for `protect`'s defaults."""
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(count), *map(str, photos)], env=env,
+    out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(count), level, *map(str, photos)], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -389,6 +392,7 @@ class SpeedProtectOptions:
     cloak_faces: int = 4
     folder_repeats: int = 1
     memory_photos: int = 0
+    memory_level: str = ""  # "" : protect()'s defaults (the black 1 % fill)
     profile_photos: int = 10
     command: str = "facecloak bench speed-protect"
     levels: tuple[str, ...] = ()
@@ -400,7 +404,7 @@ class SpeedProtectOptions:
         if self.photos < 2 or (self.levels and self.level_photos < 2):
             raise ConfigError("--photos and --level-photos must be at least 2 (the marginal cost needs a folder "
                               "larger than one photo)")
-        for level in self.levels:
+        for level in (*self.levels, *([self.memory_level] if self.memory_level else [])):
             LEVELS.get(level)  # an unknown level is refused, naming the known ones
 
 
@@ -444,8 +448,8 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
                 if tool.name.startswith("facecloak"):
                     cloak[tool.name] = cloak_seconds_per_face(Path(tool.env["PYTHONPATH"]),
                                                               sets["lfw"][: args.cloak_faces])
-        memory = memory_trace(REPO, [p for photos in sets.values() for p in photos], args.memory_photos
-                              ) if args.memory_photos else {}
+        memory = memory_trace(REPO, [p for photos in sets.values() for p in photos], args.memory_photos,
+                              args.memory_level) if args.memory_photos else {}
         profile = {name: profile_stages(REPO, photos[: args.profile_photos]) for name, photos in sets.items()
                    } if args.profile_photos else {}
     load_end = os.getloadavg()
@@ -466,6 +470,7 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         "baseline_ref": args.baseline_ref,
         "levels": list(args.levels),
         "level_photos": args.level_photos,
+        "memory_level": args.memory_level,
     }
     atomic_write_text(args.out / "speed_protect.json", json.dumps(
         {"environment": env, "sets": results, "levels": levels, "cloak": cloak, "profile": profile, "memory": memory,
@@ -524,7 +529,8 @@ def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, f
     if memory:
         rss = memory["rss_mb"]
         mid = rss[len(rss) // 2]
-        lines += ["", f"Memory: {memory['photos']} in-process `protect` calls cycling through both sets: RSS "
+        how = f"`protect` calls at level {env['memory_level']}" if env.get("memory_level") else "`protect` calls"
+        lines += ["", f"Memory: {memory['photos']} in-process {how} cycling through both sets: RSS "
                   f"{rss[0][1]:.0f} MB after the first photo, {mid[1]:.0f} MB after {mid[0]}, "
                   f"{rss[-1][1]:.0f} MB after {rss[-1][0]}; peak {memory['peak_rss_mb']:.0f} MB."]
     if profile:

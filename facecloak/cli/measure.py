@@ -56,15 +56,18 @@ def speed_protect_command(
     levels: Annotated[str, typer.Option(help="Comma-separated protection levels also measured end to end, "
                                               "verification on (e.g. medium,high; empty: none).")] = "",
     level_photos: Annotated[int, typer.Option(min=2, help="Photos per set for the --levels runs.")] = 20,
+    memory_level: Annotated[str, typer.Option(help="Protection level of the traced protect calls (empty: "
+                                                   "protect()'s defaults, the black 1 % fill).")] = "",
 ) -> None:
     """Speed of the default `facecloak protect` against `deface`, side by side in one run (start-up, folder,
     marginal seconds per photo, peak RSS; the sparse cloak's seconds per face; a profile of protect's stages)."""
     with _bench_checkout():
         from bench.speed_protect import SpeedProtectOptions, run_speed_protect
 
-        options = SpeedProtectOptions(out, data, photos, repeats, deface, baseline_ref, cloak_faces, folder_repeats,
-                                      memory_photos, profile_photos, _command_line(),
-                                      tuple(parse_names(levels) or ()), level_photos)
+        options = SpeedProtectOptions(
+            out, data, photos, repeats, deface, baseline_ref, cloak_faces, folder_repeats, memory_photos,
+            profile_photos=profile_photos, command=_command_line(), levels=tuple(parse_names(levels) or ()),
+            level_photos=level_photos, memory_level=memory_level)
         typer.echo(run_speed_protect(options, warn=lambda line: typer.echo(line, err=True)))
 
 
