@@ -107,7 +107,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> Run:
     """Run `cmd` to completion; wall time, CPU time (user + sys) and peak RSS of the child from wait4, and the
     last line it printed (a `--json` summary)."""
     start = time.perf_counter()
-    with (cwd / "stdout.txt").open("w+b") as out:
+    with tempfile.TemporaryFile() as out:  # not in `cwd`: the torch floor runs in the repository
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
         assert proc.stderr is not None
         err = proc.stderr.read()
@@ -417,10 +417,9 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         tmp = Path(tmp_name)
         sets = prepare_sets(args.data, tmp / "sets", args.photos)
         tools = [facecloak_tool("facecloak", REPO, CURRENT_OPTIONS)]
-        tree = REPO
-        if args.baseline_ref:
-            tree = export_ref(args.baseline_ref, tmp)
-            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", tree, baseline_options(tree)))
+        baseline = export_ref(args.baseline_ref, tmp) if args.baseline_ref else None
+        if baseline is not None:
+            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", baseline, baseline_options(baseline)))
         deface = deface_tool(args.deface)
         if deface is None:
             warn(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}")
@@ -434,11 +433,12 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         floor = torch_import_floor(args.repeats)
         results = measure(tools, sets, args.repeats, args.folder_repeats, tmp / "runs")
         # What a user waits for: each asked level end to end (verification on), on the sets' first photos.
-        level_tools = [facecloak_tool(level_tool_name(level), REPO, ("--level", level, "--json"))
-                       for level in args.levels]
-        if args.baseline_ref and baseline_options(tree):  # the same levels from the older tree, interleaved
-            level_tools += [facecloak_tool(f"{level_tool_name(level)}@{args.baseline_ref}", tree,
-                                           ("--level", level, "--json")) for level in args.levels]
+        # The same levels from the older tree too, interleaved, where it has levels.
+        trees = [("", REPO)]
+        if baseline is not None and baseline_options(baseline):
+            trees.append((f"@{args.baseline_ref}", baseline))
+        level_tools = [facecloak_tool(level_tool_name(level) + suffix, source, ("--level", level, "--json"))
+                       for suffix, source in trees for level in args.levels]
         level_sets = {name: photos[: args.level_photos] for name, photos in sets.items()}
         levels = measure(level_tools, level_sets, args.repeats, args.folder_repeats, tmp / "level-runs"
                          ) if level_tools else {}

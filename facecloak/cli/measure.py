@@ -59,8 +59,9 @@ def speed_protect_command(
     memory_level: Annotated[str, typer.Option(help="Protection level of the traced protect calls (empty: "
                                                    "protect()'s defaults, the black 1 % fill).")] = "",
 ) -> None:
-    """Speed of the default `facecloak protect` against `deface`, side by side in one run (start-up, folder,
-    marginal seconds per photo, peak RSS; the sparse cloak's seconds per face; a profile of protect's stages)."""
+    """Speed of `facecloak protect` against `deface`, side by side in one run (start-up, folder, marginal seconds
+    per photo, peak RSS; each asked level end to end; the sparse cloak's seconds per face; a profile of protect's
+    stages)."""
     with _bench_checkout():
         from bench.speed_protect import SpeedProtectOptions, run_speed_protect
 

@@ -330,7 +330,7 @@ def _offset_grid(shape: tuple[int, int], step: float) -> tuple[int, int]:
 
 class Adam:
     """`torch.optim.Adam` on one tensor with its defaults (betas 0.9 / 0.999, eps 1e-8, no weight decay), the same
-    floats step for step (`tests/test_cloak.py` checks it against torch's). Written out because `torch.optim`'s
+    floats step for step (`tests/test_independent.py` checks it against torch's). Written out because `torch.optim`'s
     first use imports `torch._dynamo`: 1.5 s of every cloaking run's start-up on this project's 2-core machine."""
 
     def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
