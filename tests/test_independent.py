@@ -364,3 +364,45 @@ def test_python_api_verify_finds_the_faces_itself(panel, lfw_dir: Path) -> None:
     rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
     verdicts = facecloak.verify(rgb, rgb.copy())
     assert len(verdicts) >= 1 and all(v.k == v.m >= 1 for v in verdicts)
+
+
+def test_the_cloaks_per_source_backward_gives_the_gradient_of_the_whole_loss() -> None:
+    """`_backward` runs each source on a few faces at a time (memory); its gradient must be the one loss's."""
+    from facecloak.protection.cloak import FACES_PER_PASS, _backward
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    n_faces = FACES_PER_PASS + 1  # two passes per source
+    sources = []
+    for name, size in (("a", 24), ("b", 32)):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * (size - 2) ** 2, 8))
+        matrices = np.array([[[0.5, 0, 4.0 * i], [0, 0.5, 3.0 * i]] for i in range(n_faces)])
+        sources.append(SourceModel(name, net, size, matrices, torch.randn(n_faces, 8), None,
+                                   decoys=torch.nn.functional.normalize(torch.randn(n_faces, 8), dim=1)))
+    patch = torch.from_numpy(rng.uniform(0, 255, (1, 3, 96, 96))).float()
+    grids = {s.id: torch.cat([crop_grid(m, (0, 0, 96, 96), s.size) for m in s.matrices]) for s in sources}
+    draws = [_Draw(), _Draw(scale=1.03, mirror=True, blur=0.8)]
+    settings = CloakSettings(decoy=0.5, look=4.0)
+    look = _LookTerm(patch)
+
+    def gradient(split: bool) -> torch.Tensor:
+        delta = torch.zeros_like(patch, requires_grad=True)
+        x = (patch + delta).clamp(0, 255)
+        decoys = {s.id: s.decoys for s in sources}
+        if split:
+            _backward(sources, x, grids, draws, settings, look=look, decoys=decoys)
+        else:  # the loss written out as one expression
+            emb = _embeddings(sources, x, grids, draws)
+            terms = []
+            for s in sources:
+                e = torch.nn.functional.normalize(emb[s.id], dim=-1)
+                refs = torch.nn.functional.normalize(s.references, dim=1)
+                terms.append((e * refs).sum(-1).mean() - settings.decoy * (e * decoys[s.id]).sum(-1).mean())
+            (torch.stack(terms).mean() + settings.look * look(x)).backward()
+        assert delta.grad is not None
+        return delta.grad
+
+    split, whole = gradient(True), gradient(False)
+    assert split.abs().max() > 0
+    assert torch.allclose(split, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()))
