@@ -406,3 +406,27 @@ def test_the_cloaks_per_source_backward_gives_the_gradient_of_the_whole_loss() -
     split, whole = gradient(True), gradient(False)
     assert split.abs().max() > 0
     assert torch.allclose(split, whole, rtol=1e-4, atol=1e-6 * float(whole.abs().max()))
+
+
+def test_a_cloak_imports_none_of_torchs_compiler_machinery() -> None:
+    """`torch.optim` imports `torch._dynamo` and `backward(grad_tensors=...)` the symbolic shapes: 1.5 s and 0.75 s
+    of a one-photo run's start-up that the cloak avoids (its own `Adam`, one scalar per backward)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from facecloak.protection.cloak import CloakSettings, SourceModel, cloak\n"
+        "net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 8))\n"
+        "matrices = np.array([[[0.5, 0, 0], [0, 0.5, 0]]] * 2)\n"
+        "source = SourceModel('tiny', net, 32, matrices, torch.randn(2, 8), None)\n"
+        "photo = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)\n"
+        "mask = np.zeros((64, 64), bool); mask[10:50, 10:50] = True\n"
+        "_, steps = cloak(photo, mask, [source], CloakSettings(steps=3, look=1.0, keep=0.5))\n"
+        "assert steps == 3\n"
+        "loaded = [m for m in ('torch._dynamo', 'torch.fx.experimental.symbolic_shapes') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]

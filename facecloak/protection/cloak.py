@@ -376,11 +376,14 @@ def _backward(
                 theirs = clean[s.id].view(n_draws, n_faces, -1)[:, faces].flatten(0, 1)
                 term = term + settings.features * F.cosine_similarity(feats[s.id].flatten(1), theirs).sum()
             (term * share).backward()
-    outputs, grads = list(crops.values()), [leaves[k].grad for k in crops]
-    if look is not None:
-        outputs.append(settings.look * look(x))
-        grads.append(None)
-    torch.autograd.backward(outputs, grads)
+    # One scalar whose gradient w.r.t. each crop is that crop's gradient: passing the gradients to `backward` instead
+    # would import torch's symbolic-shape machinery, 0.75 s of a one-photo run.
+    tail = settings.look * look(x) if look is not None else torch.zeros(())
+    for k, c in crops.items():
+        grad = leaves[k].grad
+        if grad is not None:
+            tail = tail + (c * grad).sum()
+    tail.backward()
 
 
 def _photo_px_per_crop_px(sources: Sequence[SourceModel]) -> float:
