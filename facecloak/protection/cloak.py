@@ -14,12 +14,9 @@ cloak keeps going: stopping at the white-box boundary leaves transfer on the tab
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -273,7 +270,7 @@ def _crops(
 # Faces a source model reads at once in a cloak step: bounds the activations kept for the gradient on group photos.
 # On a 4-face deepface photo at `high` the cloak peaked at 578 / 603 / 685 MB with 1 / 2 / 4 faces a pass, for
 # 23.3 / 20.9 / 19.6 CPU s; over 40 photos through the CLI (verifiers loaded) 2 instead of 4 took the peak from
-# 1052 to 968 MiB for 1.4 % more CPU.
+# 1052 to 968 MiB for 1.4 % more CPU (both runs with a heap trim after each cloak, since removed).
 FACES_PER_PASS = 2
 
 
@@ -482,14 +479,6 @@ def cloak(
     seed: int = 0,
 ) -> tuple[np.ndarray, int]:
     """Return (cloaked uint8 image, steps used). Pixels outside `mask` are byte-identical to `image`."""
-    result = _cloak(image, mask, sources, settings, seed)
-    release_freed_memory()  # the steps' tensors are freed once `_cloak` returns
-    return result
-
-
-def _cloak(
-    image: np.ndarray, mask: np.ndarray, sources: Sequence[SourceModel], settings: CloakSettings, seed: int
-) -> tuple[np.ndarray, int]:
     if image.dtype != np.uint8 or image.ndim != 3 or mask.shape != image.shape[:2]:
         raise ConfigError("cloak needs a uint8 (H, W, 3) image and a (H, W) mask")
     if not mask.any() or not sources or settings.steps == 0:
@@ -564,24 +553,3 @@ def _cloak(
     kept = m[0, 0].numpy() > 0  # the window's mask after pruning
     out[y0 : y0 + h, x0 : x0 + w][kept] = new_patch[kept]
     return out, used
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
-        return None
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's `malloc_trim`; a no-op elsewhere).
-
-    A cloak's steps allocate and free hundreds of MB of window-sized tensors, which glibc keeps in its heap for
-    reuse; photos of varied sizes then fragment it and a long run's memory creeps up. On 40 deepface photos at the
-    level `high`, in one process, trimming after each cloak kept the memory between photos at 470-580 MB instead of
-    660-830 MB, for 2 % more CPU (259 vs 253 s, side by side); the peak inside a cloak is unchanged."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

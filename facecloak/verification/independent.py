@@ -176,9 +176,9 @@ def _arcface_pipeline() -> IndependentRecogniser:
 def _hse_pipeline() -> IndependentRecogniser:
     import torch
 
-    from facecloak.models import load_model
+    from facecloak.models import cached_model
 
-    module = load_model("hse-mnv1")
+    module = cached_model("hse-mnv1")  # the cloak's source, when it is one: one copy per process
 
     def embed(rgb: np.ndarray, found: Detections) -> list[np.ndarray]:
         crops = _norm_crops(rgb, found, 224)
