@@ -2,8 +2,8 @@
 import sys
 from pathlib import Path
 
-rows = [tuple(map(int, line.split())) for line in Path(sys.argv[1] if sys.argv[1:] else "rss.log").read_text().split("\n")
-        if len(line.split()) == 4]
+text = Path(sys.argv[1] if sys.argv[1:] else "rss.log").read_text()
+rows = [tuple(map(int, line.split())) for line in text.splitlines() if len(line.split()) == 4]
 print("| photos written | RSS min–max MiB | peak so far (VmHWM) MiB |\n|---|---|---|")
 for start in range(0, max(r[3] for r in rows) + 1, 60):
     block = [r for r in rows if start <= r[3] < start + 60]
