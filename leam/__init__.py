@@ -10,70 +10,21 @@ See docs/LEAM.md for the method and which of its choices are facecloak's own.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .capture import INPUT_LAYER, Capture, capture
-    from .errors import LayerCaptureError, LeamError, ProfileError, UnknownLayerError, ZeroGradientTargetError
-    from .methods import METHODS
-    from .metrics import (
-        bhattacharyya,
-        identity_permutation_p,
-        layer_diversity,
-        mann_whitney_p,
-        mask_overlap_bc,
-        permutation_p,
-    )
-    from .profile import Profile, build_profile, ensemble_maps, load_profile, save_profile
-    from .relevance import Relevance, compute_relevance
-    from .select import SELECTORS, sampled_mask, selection_count, stratified_mask, topk_mask
-    from .targets import Contrast, CosineTo, SelfCosine, Target, embed, flip_target, reference_target
-
-# The names load on first use, so `leam.errors` or `leam.registry` (all the CLI's start needs) do not import torch.
-_SOURCES = {
-    "Capture": "capture",
-    "Contrast": "targets",
-    "CosineTo": "targets",
-    "INPUT_LAYER": "capture",
-    "LayerCaptureError": "errors",
-    "LeamError": "errors",
-    "METHODS": "methods",
-    "Profile": "profile",
-    "ProfileError": "errors",
-    "Relevance": "relevance",
-    "SELECTORS": "select",
-    "SelfCosine": "targets",
-    "Target": "targets",
-    "UnknownLayerError": "errors",
-    "ZeroGradientTargetError": "errors",
-    "bhattacharyya": "metrics",
-    "build_profile": "profile",
-    "capture": "capture",
-    "compute_relevance": "relevance",
-    "embed": "targets",
-    "ensemble_maps": "profile",
-    "flip_target": "targets",
-    "identity_permutation_p": "metrics",
-    "layer_diversity": "metrics",
-    "load_profile": "profile",
-    "mann_whitney_p": "metrics",
-    "mask_overlap_bc": "metrics",
-    "permutation_p": "metrics",
-    "reference_target": "targets",
-    "sampled_mask": "select",
-    "save_profile": "profile",
-    "selection_count": "select",
-    "stratified_mask": "select",
-    "topk_mask": "select",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SOURCES:
-        return getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
-    raise AttributeError(f"module 'leam' has no attribute {name!r}")
-
+from .capture import INPUT_LAYER, Capture, capture
+from .errors import LayerCaptureError, LeamError, ProfileError, UnknownLayerError, ZeroGradientTargetError
+from .methods import METHODS
+from .metrics import (
+    bhattacharyya,
+    identity_permutation_p,
+    layer_diversity,
+    mann_whitney_p,
+    mask_overlap_bc,
+    permutation_p,
+)
+from .profile import Profile, build_profile, ensemble_maps, load_profile, save_profile
+from .relevance import Relevance, compute_relevance
+from .select import SELECTORS, sampled_mask, selection_count, stratified_mask, topk_mask
+from .targets import Contrast, CosineTo, SelfCosine, Target, embed, flip_target, reference_target
 
 __all__ = [
     "INPUT_LAYER",

@@ -172,20 +172,6 @@ def test_no_import_loop_whatever_is_imported_first(first: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_leam_loads_torch_only_when_a_name_that_needs_it_is_used() -> None:
-    done = _run(
-        "import sys\n"
-        "import leam.errors, leam.registry\n"
-        "assert 'torch' not in sys.modules, 'leam.errors imported torch'\n"
-        "import leam\n"
-        "assert set(leam.__all__) == set(leam._SOURCES), 'leam.__all__ and its lazy names differ'\n"
-        "for name in leam.__all__:\n"
-        "    getattr(leam, name)\n"
-        "assert 'torch' in sys.modules\n"
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
 def test_bundled_photos_do_not_import_insightface() -> None:
     pytest.importorskip("skimage")
     done = _run(
