@@ -530,3 +530,31 @@ def test_no_network_access_during_protect(weights: None, tmp_path: Path, monkeyp
     result = invoke(["protect", photo, "-o", tmp_path / "out", *FAST, "--fill", "cloak", "--steps", "3", "--json"])
     assert result.exit_code == 0 and json_lines(result.stdout)[0][0]["status"] == "unverified"
     assert attempts == []
+
+
+# --- oneDNN's kernel cache (issue 10): bounded in every long-running entry point, the user's value kept ---
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "256"), ("1024", "1024")])
+def test_the_cli_bounds_onednns_kernel_cache_unless_the_user_set_it(preset: str | None, expected: str) -> None:
+    from facecloak.runtime import ONEDNN_CACHE_VARIABLE
+
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_CACHE_VARIABLE}
+    if preset is not None:
+        env[ONEDNN_CACHE_VARIABLE] = preset
+    probe = f"import os, facecloak.cli; print(os.environ['{ONEDNN_CACHE_VARIABLE}'])"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+def test_ray_workers_get_the_drivers_kernel_cache_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecloak.runtime import ONEDNN_CACHE_CAPACITY, ONEDNN_CACHE_VARIABLE
+    from facecloak.scale.ray import RayConfig, worker_env
+
+    monkeypatch.delenv(ONEDNN_CACHE_VARIABLE, raising=False)
+    assert worker_env(RayConfig())[ONEDNN_CACHE_VARIABLE] == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv(ONEDNN_CACHE_VARIABLE, "64")
+    env = worker_env(RayConfig())
+    assert env[ONEDNN_CACHE_VARIABLE] == "64"
+    assert env["OMP_NUM_THREADS"] == str(RayConfig().torch_threads)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from facecloak.errors import FacecloakError
+from facecloak.runtime import bound_native_caches
 from leam.errors import LeamError
 from leam.registry import UnknownNameError
 
@@ -30,6 +31,8 @@ err_console = Console(stderr=True)
 # project's 2-core machine (`facecloak bench speed-protect`). Freezing them as the last exit step skips that walk;
 # reference counting still frees everything, and other exit handlers (Ray's, temporary folders') run before it.
 atexit.register(gc.freeze)
+# Before any convolution runs: a folder of photos of many sizes otherwise grows oneDNN's kernel cache (see there).
+bound_native_caches()
 
 
 def _register() -> None:

@@ -1,0 +1,28 @@
+"""Process-wide settings for facecloak's long-running entry points: the CLI (and the server it starts) and Ray
+workers. Library callers who protect many photos in one process can call `bound_native_caches()` themselves.
+
+oneDNN, which runs torch's CPU convolutions, keeps a compiled kernel for every convolution shape it has seen, up to
+1024 by default. The detector's image pyramid meets about 17 new shapes per photo size, so over a folder of photos
+of many sizes that cache grew the default CLI's peak RSS by ≈ 120 MiB within 45 photos and kept it growing; a
+capacity of 256 still holds the cloak's own shapes, and its CPU time did not change
+(`bench/results/speed-protect-onednn-cache`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 256
+
+
+def bound_native_caches(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Cap oneDNN's primitive cache at `ONEDNN_CACHE_CAPACITY` unless the user set it; returns the environment.
+
+    oneDNN reads the variable when it builds its first primitive, so call this before the first convolution (the
+    CLI does it on import). `environ` defaults to this process's environment; a Ray worker's gets it too.
+    """
+    target: MutableMapping[str, str] = os.environ if environ is None else environ
+    target.setdefault(ONEDNN_CACHE_VARIABLE, os.environ.get(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY)))
+    return dict(target)
