@@ -1,5 +1,6 @@
-"""Process-wide settings for facecloak's long-running entry points: the CLI (and the server it starts) and Ray
-workers. Library callers who protect many photos in one process can call `bound_native_caches()` themselves.
+"""Process-wide settings for facecloak's long-running entry points: the CLI (and the server it starts), Ray workers
+and Ray Data's `LeamOcclusionBatches`. Library callers who protect many photos in one process can call
+`bound_native_caches()` themselves, before their first convolution.
 
 oneDNN, which runs torch's CPU convolutions, keeps a compiled kernel for every convolution shape it has seen, up to
 1024 by default. The detector's image pyramid meets about 17 new shapes per photo size, so over a folder of photos

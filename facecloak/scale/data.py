@@ -40,8 +40,10 @@ class LeamOcclusionBatches:
     ) -> None:
         import torch
 
+        from facecloak.runtime import bound_native_caches
         from facecloak.transforms import LeamOcclusion
 
+        bound_native_caches()  # a worker lives for many images of many sizes (see facecloak.runtime)
         torch.set_num_threads(torch_threads)
         self.seed = seed
         self.image_column = image_column
