@@ -18,12 +18,14 @@ while [ $i -lt "$n" ]; do
   done
 done
 cd "$tree"
+py=python
+[ -x "$tree/.venv/bin/python" ] && py="$tree/.venv/bin/python"
 run() {  # run CAPACITY: one CLI run and its RSS samples (seconds, VmRSS MiB, VmHWM MiB, photos written)
   local cap=$1 dir="$work/cap-$1"
   mkdir -p "$dir"
   local env=(OMP_NUM_THREADS=1 PYTHONPATH="$tree")
   [ "$cap" = unset ] || env+=(ONEDNN_PRIMITIVE_CACHE_CAPACITY="$cap")
-  env -u ONEDNN_PRIMITIVE_CACHE_CAPACITY "${env[@]}" /usr/bin/time -v python -c \
+  env -u ONEDNN_PRIMITIVE_CACHE_CAPACITY "${env[@]}" /usr/bin/time -v "$py" -c \
     "import sys; from facecloak.cli import main; sys.argv[0]='facecloak'; sys.exit(main())" \
     protect "$work/in" -o "$dir/out" --json > "$dir/run.json" 2> "$dir/time.txt" &
   local timer=$!
