@@ -6,10 +6,18 @@ import sys
 from pathlib import Path
 
 
+def field(pattern: str, text: str) -> float:
+    """The number `pattern`'s group captures in /usr/bin/time -v's output."""
+    found = re.search(pattern, text)
+    if found is None:
+        sys.exit(f"no {pattern!r} in time.txt")
+    return float(found.group(1))
+
+
 def summary(run: Path) -> str:
     time_v = (run / "time.txt").read_text()
-    seconds = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", time_v).group(1)) for k in ("User", "System"))
-    peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_v).group(1)) / 1024
+    seconds = sum(field(rf"{k} time \(seconds\): ([\d.]+)", time_v) for k in ("User", "System"))
+    peak = field(r"Maximum resident set size \(kbytes\): (\d+)", time_v) / 1024
     samples = [line.split() for line in (run / "rss.log").read_text().splitlines() if len(line.split()) == 4]
     records = [json.loads(line) for line in (run / "run.json").read_text().splitlines() if line.startswith("{")]
     verdicts: dict[str, int] = {}
