@@ -12,18 +12,17 @@ capacity of 256 still holds the cloak's own shapes, and its CPU time did not cha
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
 
 ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = 256
 
 
-def bound_native_caches(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Cap oneDNN's primitive cache at `ONEDNN_CACHE_CAPACITY` unless the user set it; returns the environment.
+def native_cache_env() -> dict[str, str]:
+    """The variables that bound the native caches: the user's value where set, else facecloak's."""
+    return {ONEDNN_CACHE_VARIABLE: os.environ.get(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY))}
 
-    oneDNN reads the variable when it builds its first primitive, so call this before the first convolution (the
-    CLI does it on import). `environ` defaults to this process's environment; a Ray worker's gets it too.
-    """
-    target: MutableMapping[str, str] = os.environ if environ is None else environ
-    target.setdefault(ONEDNN_CACHE_VARIABLE, os.environ.get(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY)))
-    return dict(target)
+
+def bound_native_caches() -> None:
+    """Set `native_cache_env()` in this process. oneDNN reads its variable when it builds its first primitive, so
+    call this before the first convolution (the CLI does it on import)."""
+    os.environ.update(native_cache_env())

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from facecloak.errors import ConfigError, FacecloakError
-from facecloak.runtime import bound_native_caches
+from facecloak.runtime import native_cache_env
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,7 +86,7 @@ def worker_env(config: RayConfig) -> dict[str, str]:
     """Environment of every Ray worker: thread counts, oneDNN's cache bound (`facecloak.runtime`), and
     FACECLOAK_HOME when the driver sets it (a model cache on a filesystem every node mounts at the same path)."""
     threads = str(config.torch_threads)
-    env = bound_native_caches({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **native_cache_env()}
     if os.environ.get("FACECLOAK_HOME"):
         env["FACECLOAK_HOME"] = os.environ["FACECLOAK_HOME"]
     return env
