@@ -430,3 +430,55 @@ def test_a_cloak_imports_none_of_torchs_compiler_machinery() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.real
+@pytest.mark.shared
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # insightface calls a deprecated skimage API
+def test_the_arcface_verifier_crops_and_embeds_as_insightface_does(lfw_dir: Path) -> None:
+    """The verifier restates insightface's `norm_crop` and `ArcFaceONNX.get_feat` (so a protect run does not import
+    the package); on a real face at both crop sizes it gives insightface's own crops and embeddings."""
+    pytest.importorskip("dlib")
+    face_align = pytest.importorskip("insightface.utils.face_align")
+    from conftest import require_pulled
+    from insightface.model_zoo import get_model
+
+    from facecloak.models.mbf_arc import ONNX_FILE, SOURCE
+    from facecloak.models.pull import cached_source_files
+    from facecloak.photos.io import read_image
+    from facecloak.verification.independent import ArcFaceOnnx, five_points, hog_faces, norm_crop
+
+    require_pulled("mbf-arc")
+    rgb = read_image(lfw_dir / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").rgb
+    five = five_points(rgb, hog_faces(rgb)[0])
+    for size in (112, 224):
+        ours, theirs = norm_crop(rgb, five, size).astype(int), face_align.norm_crop(rgb, five, size).astype(int)
+        assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 1e-3, size
+    path = str(cached_source_files(SOURCE, "the test")[ONNX_FILE])
+    reference = get_model(path, providers=["CPUExecutionProvider"])
+    assert (reference.input_mean, reference.input_std) == (ArcFaceOnnx.MEAN, ArcFaceOnnx.STD)
+    bgr = np.ascontiguousarray(face_align.norm_crop(rgb, five, 112)[..., ::-1])
+    assert np.array_equal(ArcFaceOnnx(path).features([bgr]), reference.get_feat(bgr))
+
+
+@pytest.mark.real
+def test_loading_every_verifier_imports_no_insightface() -> None:
+    """insightface's package init costs a protect run 1.5 s and about 90 MB; the verifiers do without it."""
+    pytest.importorskip("dlib")
+    import subprocess
+    import sys
+
+    from conftest import require_pulled
+
+    require_pulled("hse-mnv1", "mbf-arc")
+    code = (
+        "import sys\n"
+        "from facecloak.verification.independent import INDEPENDENT, get_independent\n"
+        "names = INDEPENDENT.names()\n"
+        "assert {'dlib', 'arcface', 'hse'} <= set(names), names\n"
+        "for name in names: get_independent(name)\n"
+        "assert 'insightface' not in sys.modules, 'insightface was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -9,10 +9,14 @@ Nothing here is shared with facecloak's detector or aligner:
 
 `dlib`         dlib's HOG detector, its 5-point shape predictor, `dlib.get_face_chip` (150 px, padding 0.25) and
                dlib's ResNet descriptor: exactly what `face_recognition` / dlib users run.
-`arcface`      dlib's HOG detector and 68-point landmarks reduced to the five ArcFace points, insightface's own
-               `face_align.norm_crop` (112 px) and the original `fr_feature.onnx` loaded by insightface's
-               `model_zoo` (its own BGR input handling and normalisation).
+`arcface`      dlib's HOG detector and 68-point landmarks reduced to the five ArcFace points, insightface's
+               `norm_crop` (112 px) and the original `fr_feature.onnx` run as insightface's `ArcFaceONNX` runs it
+               (onnxruntime, `cv2.dnn.blobFromImages` with its mean and scale, BGR in and swapped).
 `hse`          the same detector and landmarks, `norm_crop` at 224 px, and the hse-mnv1 MobileNet descriptor.
+
+insightface's two steps are restated here (`norm_crop`, `ArcFaceOnnx`) rather than imported: the package's eager
+`__init__` pulls in onnx, albumentations and its liveness add-on, 1.5 s and about 90 MB of every protect run for
+ten lines of code. `tests/test_independent.py` pins both to insightface's own output on real faces.
 
 Each returns, per face it finds, the box and a unit embedding; `match_faces` pairs them with known boxes.
 All need the `dlib` extra (`pip install 'facecloak[dlib]'`); `arcface` and `hse` also need the pulled models.
@@ -20,7 +24,6 @@ All need the `dlib` extra (`pip install 'facecloak[dlib]'`); `arcface` and `hse`
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from facecloak.errors import FacecloakError
+from facecloak.faces.align import TEMPLATES, estimate_similarity
 from facecloak.models.blackbox import import_dlib
 from leam.registry import Registry
 
@@ -142,34 +145,54 @@ def _dlib_pipeline() -> IndependentRecogniser:
     return IndependentRecogniser("dlib", "dlib HOG + 5-point shape predictor + get_face_chip + dlib ResNet", embed)
 
 
-def _norm_crops(rgb: np.ndarray, found: Detections, size: int) -> np.ndarray:
-    from insightface.utils import face_align
+def norm_crop(rgb: np.ndarray, five: np.ndarray, size: int) -> np.ndarray:
+    """insightface's `face_align.norm_crop`: the similarity that puts the five points on ArcFace's template scaled
+    to `size` (a multiple of 112), then `cv2.warpAffine` (bilinear, black border)."""
+    import cv2
 
-    with warnings.catch_warnings():  # insightface calls a scikit-image method deprecated in 0.26
-        warnings.simplefilter("ignore", FutureWarning)
-        return np.stack([face_align.norm_crop(rgb, p, image_size=size) for p in found.five_points(rgb)])
+    matrix = estimate_similarity(five, TEMPLATES.get("arcface112").points * (size / 112))
+    return cv2.warpAffine(rgb, matrix, (size, size), borderValue=0.0)
+
+
+def _norm_crops(rgb: np.ndarray, found: Detections, size: int) -> np.ndarray:
+    return np.stack([norm_crop(rgb, p, size) for p in found.five_points(rgb)])
+
+
+class ArcFaceOnnx:
+    """An ArcFace ONNX model run as insightface's `model_zoo.ArcFaceONNX.get_feat` runs it: BGR crops through
+    `cv2.dnn.blobFromImages` (mean and std 127.5, the values insightface picks for a graph that does not normalise
+    its own input, as `fr_feature.onnx`), R and B swapped, one onnxruntime session on the CPU."""
+
+    MEAN = STD = 127.5
+
+    def __init__(self, path: str) -> None:
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.size = tuple(self.input.shape[2:4][::-1])
+
+    def features(self, bgr_crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings (N, D) of uint8 BGR crops (S, S, 3)."""
+        import cv2
+
+        blob = cv2.dnn.blobFromImages(list(bgr_crops), 1.0 / self.STD, self.size, (self.MEAN,) * 3, swapRB=True)
+        return self.session.run(None, {self.input.name: np.ascontiguousarray(blob, np.float32)})[0]
 
 
 def _arcface_pipeline() -> IndependentRecogniser:
-    from insightface.model_zoo import get_model
-
     from facecloak.models.mbf_arc import ONNX_FILE, SOURCE
     from facecloak.models.pull import cached_source_files
 
     path = cached_source_files(SOURCE, "the arcface verifier (the original fr_feature.onnx of `mbf-arc`)")[ONNX_FILE]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = get_model(str(path), providers=["CPUExecutionProvider"])
-    if model is None:
-        raise FacecloakError(f"insightface's model_zoo cannot load {path}")
-    model.prepare(ctx_id=-1)
+    model = ArcFaceOnnx(str(path))
 
     def embed(rgb: np.ndarray, found: Detections) -> list[np.ndarray]:
         crops = _norm_crops(rgb, found, 112)[..., ::-1]  # insightface models take BGR, as cv2 reads files
-        return [_unit(model.get_feat(np.ascontiguousarray(c))) for c in crops]
+        return [_unit(model.features([np.ascontiguousarray(c)])) for c in crops]
 
     return IndependentRecogniser(
-        "arcface", "dlib HOG + 68 landmarks -> 5 points + insightface norm_crop + model_zoo fr_feature.onnx", embed
+        "arcface", "dlib HOG + 68 landmarks -> 5 points + insightface norm_crop + ArcFaceONNX fr_feature.onnx", embed
     )
 
 
