@@ -1,5 +1,5 @@
 #!/bin/bash
-# The default `facecloak protect` (level high, verification on) of two checkouts, side by side: the same N photos
+# The default `facecloak protect` (level high, verification on) of each checkout, side by side: the same N photos
 # through each (RSS sampled every 5 s), then the one-photo start-up, alternating, R times each.
 # Usage: run.sh SETS WORK N R TREE...
 #   SETS: the folder `facecloak bench speed-protect`'s prepare_sets writes (deepface-1024/ and lfw/); WORK: a scratch
