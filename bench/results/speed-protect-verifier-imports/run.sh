@@ -41,6 +41,7 @@ $(awk '/VmHWM/{print int($2/1024)}' /proc/$pid/status) $(find "$dir/out" -type f
     sleep 5
   done
   wait $timer
+  (cd "$dir/out" && sha256sum -- *) > "$dir/out.sha256"  # the outputs' digests, to compare checkouts
 }
 date -u > "$work/machine.txt"; nproc >> "$work/machine.txt"; uptime >> "$work/machine.txt"
 for tree in "$@"; do label_of "$tree" >> "$work/machine.txt"; done

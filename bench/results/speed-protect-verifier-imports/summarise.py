@@ -1,7 +1,6 @@
 """Peak RSS, CPU, verdicts and start-up of each checkout's runs of run.sh, and whether their outputs and verdicts
 agree. Usage: python summarise.py WORK"""
 
-import hashlib
 import json
 import re
 import statistics
@@ -37,8 +36,10 @@ def records(json_lines: Path) -> dict[str, dict]:
     return out
 
 
-def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+def digests(run: Path) -> dict[str, str]:
+    """Output file name -> sha256, from the `out.sha256` run.sh writes."""
+    lines = (run / "out.sha256").read_text().splitlines()
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
 
 
 def main(work: Path) -> None:
@@ -59,7 +60,8 @@ def main(work: Path) -> None:
               f"{cpu:.2f} |")
     if len(runs) == 2:
         a, b = runs
-        same_files = sum(x == y for x, y in zip(digests(a / "out").values(), digests(b / "out").values(), strict=True))
+        da, db = digests(a), digests(b)
+        same_files = sum(da[k] == db.get(k) for k in da)
         ra, rb = records(a / "out.json"), records(b / "out.json")
         same_verdicts = sum(ra[k]["status"] == rb[k]["status"] for k in ra)
         diffs = [abs(x - y) for k in ra for va, vb in zip(ra[k]["verdict"], rb[k]["verdict"], strict=True)
