@@ -11,7 +11,6 @@ from torch import nn
 
 from facecloak.errors import PullError
 from facecloak.models import get_spec, load_model
-from facecloak.models.mbf_tf import TFSameConv2d, tf_same_padding
 from tests.conftest import require_pulled
 
 MODEL_IDS = ("mbf-arc", "mbf-tf")
@@ -42,29 +41,6 @@ def test_architecture_output_shape_and_default_layers(model_id: str) -> None:
     shapes = [tuple(activations[name].shape) for name in spec.default_layers]
     # early -> late, one layer per resolution: stem, stage1, stage2, head (last map before the embedding)
     assert shapes == [(2, 64, 56, 56), (2, 64, 28, 28), (2, 128, 14, 14), (2, 512, 7, 7)]
-
-
-@pytest.mark.parametrize(("size", "kernel", "stride", "expected"), [
-    (112, 3, 2, (0, 1)),  # TF puts the odd pixel of stride-2 padding at the bottom/right
-    (56, 3, 1, (1, 1)),
-    (7, 7, 1, (3, 3)),
-    (5, 3, 2, (1, 1)),
-    (28, 1, 1, (0, 0)),
-])
-def test_tf_same_padding(size: int, kernel: int, stride: int, expected: tuple[int, int]) -> None:
-    assert tf_same_padding(size, kernel, stride) == expected
-
-
-def test_tf_same_conv_pads_only_bottom_right_for_stride_2() -> None:
-    conv = TFSameConv2d(1, 1, 3, stride=2, bias=False)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 0, 0, 0] = 1.0  # picks the top-left tap of every window
-    x = torch.arange(16.0).reshape(1, 1, 4, 4) + 1
-    out = conv(x)
-    # No top/left padding: window (0, 0) starts at input pixel (0, 0), window (1, 1) at (2, 2).
-    assert out.shape == (1, 1, 2, 2)
-    assert out[0, 0].tolist() == [[1.0, 3.0], [9.0, 11.0]]
 
 
 def test_mbf_arc_converter_rejects_a_different_graph(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from facecloak.errors import ChecksumError, ModelNotPulledError, PullError
 from facecloak.models import get_spec
-from facecloak.models.tfjs import TFSamePad, depthwise_kernel, read_weights, same_padding
+from facecloak.models.tfjs import depthwise_kernel, read_weights
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tfjs"
 TFJS_MODELS = ("hse-mnv1", "mobileface")
@@ -101,22 +101,6 @@ def test_read_weights_refuses_size_mismatch() -> None:
         read_weights(manifest, {"a.bin": b"\0" * 12})
     with pytest.raises(PullError, match="missing"):
         read_weights(manifest, {})
-
-
-@pytest.mark.parametrize(
-    ("size", "kernel", "stride", "expected"),
-    [(224, 3, 2, (0, 1)), (225, 3, 2, (1, 1)), (7, 3, 1, (1, 1)), (14, 1, 1, (0, 0)), (5, 4, 1, (1, 2))],
-)
-def test_same_padding_matches_tensorflow(size: int, kernel: int, stride: int, expected: tuple[int, int]) -> None:
-    assert same_padding(size, kernel, stride) == expected
-
-
-def test_tf_same_pad_puts_the_odd_pixel_bottom_right() -> None:
-    x = torch.ones(1, 1, 4, 4)
-    padded = TFSamePad(3, 2)(x)
-    assert padded.shape == (1, 1, 5, 5)
-    assert padded[0, 0, 0].sum() == 4 and padded[0, 0, -1].sum() == 0  # top row kept, bottom row added
-    assert padded[0, 0, :, -1].sum() == 0
 
 
 def test_depthwise_kernel_layout_matches_grouped_conv() -> None:

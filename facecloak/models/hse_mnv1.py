@@ -11,7 +11,7 @@ The TFJS graph (`faceres.json`, fp16 weights) is a Keras MobileNet-V1 (width 1.0
 
 Depthwise scale and bias are folded into a biased torch conv at conversion time (one multiply moved into
 the kernel; outputs agree with the graph to float rounding). TF 'SAME' puts the extra pad row/column of a
-stride-2 conv at the bottom/right; `TFSamePad` reproduces that.
+stride-2 conv at the bottom/right; `TFSameConv2d` reproduces that.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 
 from facecloak.errors import PullError
 from facecloak.models.spec import ModelSpec, Source, SourceFile
-from facecloak.models.tfjs import TFSamePad, conv_kernel, depthwise_kernel, load_graph_model, scalar, vector
+from facecloak.models.tf_same import TFSameConv2d
+from facecloak.models.tfjs import conv_kernel, depthwise_kernel, load_graph_model, scalar, vector
 
 GRAPH_JSON = "package/models/faceres.json"
 GRAPH_BIN = "package/models/faceres.bin"
@@ -57,8 +58,7 @@ class ConvReLU6(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, groups: int = 1) -> None:
         super().__init__()
-        self.pad = TFSamePad(kernel, stride)
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=True)
+        self.conv = TFSameConv2d(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=True)
         self.act = nn.ReLU6()
 
 

@@ -12,7 +12,6 @@ does this inside, so it takes float RGB in [0, 255], NCHW, any batch size.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facecloak.errors import FacecloakError, PullError
 from facecloak.models import MODELS  # defined before facecloak/models/__init__.py imports this module
 from facecloak.models.mbf_arc import ConvPReLU, make_stage, ordered_layers
 from facecloak.models.spec import ModelSpec, Source, SourceFile
+from facecloak.models.tf_same import TFSameConv2d
 
 TFLITE_FILE = "package/android/src/main/assets/MobileFaceNet.tflite"
 TFLITE_SHA256 = "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b"
@@ -38,26 +37,8 @@ SOURCE = Source(
 )
 
 
-def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) along one axis: the extra pixel goes after (bottom/right)."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-class TFSameConv2d(nn.Conv2d):
-    """`nn.Conv2d` with TensorFlow 'SAME' padding computed from the input size at every call."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = tf_same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-        left, right = tf_same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
-
-
 def same_conv(cin: int, cout: int, kernel: int, stride: int, groups: int) -> nn.Conv2d:
-    return TFSameConv2d(cin, cout, kernel, stride=stride, padding=0, groups=groups, bias=True)
+    return TFSameConv2d(cin, cout, kernel, stride=stride, groups=groups, bias=True)
 
 
 class MobileFaceNetTF(nn.Module):

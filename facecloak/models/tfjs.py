@@ -192,37 +192,3 @@ def scalar(values: np.ndarray) -> float:
     if values.size != 1:
         raise PullError(f"expected a scalar constant, got shape {values.shape}")
     return float(values.reshape(-1)[0])
-
-
-# --- TensorFlow op semantics that torch does not share ------------------------------------------------------
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TF 'SAME' padding (before, after) along one axis of length `size`.
-
-    TF puts the odd pixel at the end: a 3x3 stride-2 conv on an even input pads (0, 1), where torch's
-    symmetric `padding=1` would pad (1, 1) and shift every output by half a stride.
-    """
-    out = -(-size // stride)
-    effective = (kernel - 1) * dilation + 1
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
-
-
-class TFSamePad(torch.nn.Module):
-    """Zero-pads an NCHW tensor exactly as a TF 'SAME' convolution with this kernel and stride would."""
-
-    def __init__(self, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.kernel = kernel
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = same_padding(x.shape[-2], self.kernel, self.stride)
-        left, right = same_padding(x.shape[-1], self.kernel, self.stride)
-        if top == bottom == left == right == 0:
-            return x
-        return torch.nn.functional.pad(x, (left, right, top, bottom))
-
-    def extra_repr(self) -> str:
-        return f"kernel={self.kernel}, stride={self.stride}"
