@@ -22,12 +22,17 @@ def get_spec(model_id: str) -> ModelSpec:
 
 
 def load_model(model_id: str) -> nn.Module:
-    """Build the module, load verified cached weights, put it in eval mode with frozen parameters."""
+    """Build the module, load verified cached weights, put it in eval mode with frozen parameters (channels-last
+    where the spec says so)."""
     from facecloak.models.pull import load_state
 
     spec = get_spec(model_id)
     module = spec.build()
     module.load_state_dict(load_state(spec), strict=True)
+    if spec.channels_last:  # what `Module.to(memory_format=...)` does, which its typed signature does not offer
+        for p in module.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

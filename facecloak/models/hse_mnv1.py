@@ -146,6 +146,7 @@ SPEC = ModelSpec(
     build=build,
     convert=convert,
     notes="embedding = graph node global_pooling/Mean (1024-d, what `human` uses as the face descriptor)",
+    channels_last=True,
 )
 
 from facecloak.models import MODELS  # noqa: E402  (the registry exists before this module is imported)

@@ -62,6 +62,9 @@ class ModelSpec:
     convert: Converter
     colour_order: str = "RGB"
     notes: str = ""
+    # Keep the weights channels-last (NHWC) in memory, so the convolutions run in that layout whatever the input's:
+    # oneDNN's depthwise convolutions are faster in it (hse-mnv1, forward + backward on 2 faces: 18 % less CPU).
+    channels_last: bool = False
 
     @property
     def input_description(self) -> str:
