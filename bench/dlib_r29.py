@@ -55,13 +55,13 @@ class ChipResult:
 def load_dlib() -> DlibTools:
     from facecloak.models.blackbox import import_dlib
 
-    dlib, frm = import_dlib("the dlib-r29 measurements")
+    dlib, files = import_dlib("the dlib-r29 measurements")
     return DlibTools(
         dlib=dlib,
         detector=dlib.get_frontal_face_detector(),
-        shape5=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-        shape68=dlib.shape_predictor(frm.pose_predictor_model_location()),
-        recogniser=dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+        shape5=dlib.shape_predictor(files.shape5),
+        shape68=dlib.shape_predictor(files.shape68),
+        recogniser=dlib.face_recognition_model_v1(files.descriptor),
     )
 
 

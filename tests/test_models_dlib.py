@@ -284,3 +284,38 @@ def test_port_matches_native_dlib_on_real_faces(shared_faces: Path) -> None:
     assert cosine.min() >= FIDELITY_MIN_COSINE, f"cosines {np.round(cosine, 5)}"
     # Raw (unnormalised) descriptors agree in scale too, not only in direction.
     np.testing.assert_allclose(np.linalg.norm(port, axis=1), np.linalg.norm(native_arr, axis=1), rtol=0.01)
+
+
+def test_import_dlib_finds_the_model_files_without_importing_their_package() -> None:
+    """`face_recognition_models` imports the deprecated pkg_resources only to return three paths; facecloak finds
+    them itself (a fresh interpreter, so no other test has imported either)."""
+    pytest.importorskip("dlib")
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from facecloak.models.blackbox import import_dlib\n"
+        "dlib, files = import_dlib('a test')\n"
+        "assert all(Path(p).is_file() for p in (files.shape5, files.shape68, files.descriptor))\n"
+        "loaded = [m for m in ('face_recognition_models', 'pkg_resources') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_import_dlib_without_its_model_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("dlib")
+    import importlib.util
+
+    from facecloak.errors import FacecloakError
+    from facecloak.models.blackbox import import_dlib
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    with pytest.raises(FacecloakError, match=r"the test needs dlib and its models: pip install 'facecloak\[dlib\]'"):
+        import_dlib("the test")

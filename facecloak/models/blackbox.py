@@ -15,7 +15,7 @@ Names resolved by `get_recogniser`:
 from __future__ import annotations
 
 import difflib
-import warnings
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,23 +157,49 @@ RECOGNISERS.register("mbf-arc-onnx", _mbf_arc_onnx)
 DLIB_CHIP_SIZE = 150
 
 
-def import_dlib(purpose: str) -> tuple[Any, Any]:
-    """(dlib, face_recognition_models), or a one-line install hint naming `purpose` when they are missing."""
+@dataclass(frozen=True)
+class DlibModelFiles:
+    """The dlib model files that the `face_recognition_models` package ships (its `models/` folder)."""
+
+    folder: Path
+
+    @property
+    def shape5(self) -> str:
+        return str(self.folder / "shape_predictor_5_face_landmarks.dat")
+
+    @property
+    def shape68(self) -> str:
+        return str(self.folder / "shape_predictor_68_face_landmarks.dat")
+
+    @property
+    def descriptor(self) -> str:
+        return str(self.folder / "dlib_face_recognition_resnet_model_v1.dat")
+
+
+def import_dlib(purpose: str) -> tuple[Any, DlibModelFiles]:
+    """(dlib, its model files), or a one-line install hint naming `purpose` when they are missing.
+
+    The files are found without importing `face_recognition_models`: its `__init__` imports the deprecated
+    `pkg_resources` (0.17 s of every verified protect run) only to return these paths."""
+    hint = f"{purpose} needs dlib and its models: pip install 'facecloak[dlib]'"
     try:
         import dlib
-
-        with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-            warnings.simplefilter("ignore")
-            import face_recognition_models
     except ImportError as exc:
-        raise FacecloakError(f"{purpose} needs dlib and its models: pip install 'facecloak[dlib]' ({exc})") from exc
-    return dlib, face_recognition_models
+        raise FacecloakError(f"{hint} ({exc})") from exc
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FacecloakError(f"{hint} (face_recognition_models is not installed)")
+    files = DlibModelFiles(Path(next(iter(spec.submodule_search_locations))) / "models")
+    missing = [p for p in (files.shape5, files.shape68, files.descriptor) if not Path(p).is_file()]
+    if missing:
+        raise FacecloakError(f"{hint} (missing {', '.join(missing)})")
+    return dlib, files
 
 
 def _dlib_native() -> Recogniser:
     """dlib's ResNet face descriptor (128-d) on 150x150 chips aligned like `dlib.get_face_chip` (padding 0.25)."""
-    dlib, face_recognition_models = import_dlib("the dlib-native recogniser")
-    model = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    dlib, files = import_dlib("the dlib-native recogniser")
+    model = dlib.face_recognition_model_v1(files.descriptor)
 
     def embed(crops: np.ndarray) -> np.ndarray:
         chips = [np.ascontiguousarray(c) for c in crops]

@@ -93,12 +93,12 @@ class _Dlib:
 
 @cache
 def _dlib() -> _Dlib:
-    dlib, frm = import_dlib("independent verification")
+    dlib, files = import_dlib("independent verification")
     return _Dlib(
         detector=dlib.get_frontal_face_detector(),
-        shape5=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-        shape68=dlib.shape_predictor(frm.pose_predictor_model_location()),
-        descriptor=dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+        shape5=dlib.shape_predictor(files.shape5),
+        shape68=dlib.shape_predictor(files.shape68),
+        descriptor=dlib.face_recognition_model_v1(files.descriptor),
     )
 
 
