@@ -37,7 +37,7 @@ folder() {  # folder TREE: the N photos, RSS sampled (seconds, VmRSS MiB, VmHWM 
   local t0; t0=$(date +%s)
   while kill -0 "$pid" 2>/dev/null; do
     echo "$(( $(date +%s) - t0 )) $(awk '/VmRSS/{print int($2/1024)}' /proc/$pid/status) \
-$(awk '/VmHWM/{print int($2/1024)}' /proc/$pid/status) $(find "$dir/out" -type f | wc -l)" >> "$dir/rss.log"
+$(awk '/VmHWM/{print int($2/1024)}' /proc/$pid/status) $(find "$dir/out" -type f 2>/dev/null | wc -l)" >> "$dir/rss.log"
     sleep 5
   done
   wait $timer
