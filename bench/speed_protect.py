@@ -242,6 +242,8 @@ def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
 
 MEMORY_SNIPPET = r"""
 import json, resource, sys
+from facecloak.runtime import bound_native_caches
+bound_native_caches()  # as the CLI does, and as the README tells library callers to
 from facecloak.photos.io import read_image
 from facecloak.protection.levels import LEVELS
 from facecloak.protection.protect import protect

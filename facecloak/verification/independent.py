@@ -5,7 +5,8 @@ that grid: it detects the face itself, finds its own landmarks, aligns and resam
 protection by feeding a recogniser facecloak's own crops measures the lab, not the world, so every protection
 claim (the bench's held-out cells, `facecloak protect`'s verification) goes through these pipelines instead.
 
-Nothing here is shared with facecloak's detector or aligner:
+Nothing here is shared with facecloak's detector, landmarks or resampling (the similarity fit and ArcFace's five
+template points are the same math and constants as insightface's, and a test pins the crops to insightface's):
 
 `dlib`         dlib's HOG detector, its 5-point shape predictor, `dlib.get_face_chip` (150 px, padding 0.25) and
                dlib's ResNet descriptor: exactly what `face_recognition` / dlib users run.
