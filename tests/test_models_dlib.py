@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -220,13 +219,15 @@ DEEPFACE_PEOPLE = ("df01", "df02", "df03", "df05")
 
 
 def _native_dlib():
-    dlib = pytest.importorskip("dlib", reason="native dlib is not installed (pip install 'facecloak[dlib]')")
-    with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-        warnings.simplefilter("ignore")
-        frm = pytest.importorskip(
-            "face_recognition_models", reason="face_recognition_models is not installed (pip install 'facecloak[dlib]')"
-        )
-    return dlib, frm
+    """(dlib, its model files) as facecloak finds them, or a skip saying what to install."""
+    pytest.importorskip("dlib", reason="native dlib is not installed (pip install 'facecloak[dlib]')")
+    from facecloak.errors import FacecloakError
+    from facecloak.models.blackbox import import_dlib
+
+    try:
+        return import_dlib("the native-dlib comparison")
+    except FacecloakError as exc:
+        pytest.skip(str(exc))
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -242,10 +243,10 @@ def _read_rgb(path: Path) -> np.ndarray:
 def _dlib_chips(paths: list[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """dlib's own pipeline: HOG detector (largest face), 5-point shape, 150 px chip with padding 0.25,
     and native descriptors computed on that chip. Returns (chips, descriptors); photos without a face fail."""
-    dlib, frm = _native_dlib()
+    dlib, files = _native_dlib()
     detector = dlib.get_frontal_face_detector()
-    shape5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-    recogniser = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    shape5 = dlib.shape_predictor(files.shape5)
+    recogniser = dlib.face_recognition_model_v1(files.descriptor)
     chips, descriptors = [], []
     for path in paths:
         rgb = _read_rgb(path)
@@ -290,8 +291,12 @@ def test_import_dlib_finds_the_model_files_without_importing_their_package() -> 
     """`face_recognition_models` imports the deprecated pkg_resources only to return three paths; facecloak finds
     them itself (a fresh interpreter, so no other test has imported either)."""
     pytest.importorskip("dlib")
+    import importlib.util
     import subprocess
     import sys
+
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models is not installed (pip install 'facecloak[dlib]')")
 
     code = (
         "import sys\n"
@@ -318,4 +323,24 @@ def test_import_dlib_without_its_model_package_says_what_to_install(monkeypatch:
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
     with pytest.raises(FacecloakError, match=r"the test needs dlib and its models: pip install 'facecloak\[dlib\]'"):
+        import_dlib("the test")
+
+
+def test_import_dlib_names_a_missing_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("dlib")
+    import importlib.machinery
+    import importlib.util
+
+    from facecloak.errors import FacecloakError
+    from facecloak.models.blackbox import import_dlib
+
+    (tmp_path / "models").mkdir()
+    for name in ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"):
+        (tmp_path / "models" / name).write_bytes(b"")
+    spec = importlib.machinery.ModuleSpec("face_recognition_models", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: spec if name == "face_recognition_models" else real(name, *a))
+    with pytest.raises(FacecloakError, match=r"missing .*shape_predictor_68_face_landmarks\.dat"):
         import_dlib("the test")

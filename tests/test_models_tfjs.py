@@ -203,12 +203,6 @@ def test_default_layers_span_the_network(model_id: str) -> None:
     assert sides == sorted(sides, reverse=True) and sides[0] > sides[-1], shapes
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "write-inputs":
-        sys.exit("usage: python tests/test_models_tfjs.py write-inputs FOLDER")
-    write_inputs(Path(sys.argv[2]))
-
-
 @pytest.mark.real
 def test_a_channels_last_model_loads_that_layout_and_embeds_as_the_plain_one() -> None:
     """`ModelSpec.channels_last` changes only the weights' memory layout: the same embeddings and input gradients
@@ -233,3 +227,9 @@ def test_a_channels_last_model_loads_that_layout_and_embeds_as_the_plain_one() -
         assert a.grad is not None and b.grad is not None
         # Rounding flips a few ReLU6 units at their kinks (0.26 % of the gradient's norm here): compare wholes.
         assert float((a.grad - b.grad).norm() / b.grad.norm()) < 1e-2
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "write-inputs":
+        sys.exit("usage: python tests/test_models_tfjs.py write-inputs FOLDER")
+    write_inputs(Path(sys.argv[2]))

@@ -39,11 +39,13 @@ def test_tf_same_conv_pads_only_bottom_right_for_stride_2() -> None:
 @pytest.mark.parametrize(("kernel", "stride", "groups"), [(3, 1, 1), (3, 1, 4), (1, 1, 1), (3, 2, 4), (4, 1, 1)])
 def test_tf_same_conv_equals_an_explicit_tf_pad_then_an_unpadded_conv(kernel: int, stride: int, groups: int) -> None:
     """At stride 1 with an odd kernel the padding is the convolution's own; every case gives TF's result."""
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     conv = TFSameConv2d(4, 8, kernel, stride=stride, groups=groups)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
     assert conv.pads_per_call == (stride != 1 or kernel % 2 == 0)
     for h, w in [(9, 12), (14, 14)]:
-        x = torch.randn(2, 4, h, w)
+        x = torch.randn(2, 4, h, w, generator=gen)
         (top, bottom), (left, right) = same_padding(h, kernel, stride), same_padding(w, kernel, stride)
         expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride=stride, groups=groups)
         assert torch.allclose(conv(x), expected, atol=1e-5), (h, w)

@@ -151,6 +151,8 @@ def norm_crop(rgb: np.ndarray, five: np.ndarray, size: int) -> np.ndarray:
     to `size` (a multiple of 112), then `cv2.warpAffine` (bilinear, black border)."""
     import cv2
 
+    if size % 112:  # insightface shifts the template for multiples of 128; nothing here uses those
+        raise ValueError(f"norm_crop sizes are multiples of 112, got {size}")
     matrix = estimate_similarity(five, TEMPLATES.get("arcface112").points * (size / 112))
     return cv2.warpAffine(rgb, matrix, (size, size), borderValue=0.0)
 
