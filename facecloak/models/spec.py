@@ -63,8 +63,8 @@ class ModelSpec:
     colour_order: str = "RGB"
     notes: str = ""
     # Keep the weights channels-last (NHWC) in memory, so the convolutions run in that layout whatever the input's:
-    # oneDNN's depthwise convolutions are faster in it (hse-mnv1, forward + backward on 2 faces: about 20 % less CPU). A CUDA
-    # copy keeps the layout too; that was not measured (no GPU was lent).
+    # oneDNN's depthwise convolutions are faster in it (hse-mnv1, forward + backward on 2 faces: about 20 % less
+    # CPU). A CUDA copy keeps the layout too; that was not measured (no GPU was lent).
     channels_last: bool = False
 
     @property

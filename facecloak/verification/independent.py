@@ -17,7 +17,8 @@ template points are the same math and constants as insightface's, and a test pin
 
 insightface's two steps are restated here (`norm_crop`, `ArcFaceOnnx`) rather than imported: the package's eager
 `__init__` pulls in onnx, albumentations and its liveness add-on: about 1.8 s of every protect run, and 94 MiB of the
-default CLI's peak memory, for ten lines of code (`bench/results/speed-protect-verifier-imports`). `tests/test_independent.py` pins both to insightface's own output on real faces.
+default CLI's peak memory, for ten lines of code (`bench/results/speed-protect-verifier-imports`).
+`tests/test_independent.py` pins both to insightface's own output on real faces.
 
 Each returns, per face it finds, the box and a unit embedding; `match_faces` pairs them with known boxes.
 All need the `dlib` extra (`pip install 'facecloak[dlib]'`); `arcface` and `hse` also need the pulled models.
