@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +43,20 @@ def require_pulled(*model_ids: str) -> None:
     missing = [m for m in model_ids if not is_pulled(get_spec(m))]
     if missing:
         pytest.skip(f"weights not pulled for {', '.join(missing)}; run `facecloak models pull`")
+
+
+def require_dlib(purpose: str) -> tuple[Any, Any]:
+    """(dlib, its model files) as facecloak finds them (`import_dlib`), or a skip saying what to install."""
+    pytest.importorskip("dlib", reason="native dlib is not installed (pip install 'facecloak[dlib]')")
+    from facecloak.errors import FacecloakError
+    from facecloak.models.blackbox import import_dlib
+
+    try:
+        return import_dlib(purpose)
+    except FacecloakError as exc:
+        pytest.skip(str(exc))
+
+
+def run_fresh(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter at the repository root (what it imports is then only its own doing)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)

@@ -297,14 +297,9 @@ def _dlib_chip_to_image(details) -> np.ndarray:  # type: ignore[no-untyped-def]
 def test_dlib150_matches_native_dlib_face_chips(deepface_dir: Path) -> None:
     """dlib's own 68 landmarks, mapped into dlib's own 150 px / 0.25 chip, sit on average on the dlib150
     template points (one face varies by several pixels with its pose and expression, so the mean is tested)."""
-    pytest.importorskip("dlib")
-    from facecloak.errors import FacecloakError
-    from facecloak.models.blackbox import import_dlib
+    from conftest import require_dlib
 
-    try:
-        dlib, files = import_dlib("the dlib150 template check")
-    except FacecloakError as exc:
-        pytest.skip(str(exc))
+    dlib, files = require_dlib("the dlib150 template check")
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(files.shape68)
     with open(deepface_dir / "manifest.csv", newline="") as fh:

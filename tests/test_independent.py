@@ -411,8 +411,7 @@ def test_the_cloaks_per_source_backward_gives_the_gradient_of_the_whole_loss() -
 def test_a_cloak_imports_none_of_torchs_compiler_machinery() -> None:
     """`torch.optim` imports `torch._dynamo` and `backward(grad_tensors=...)` the symbolic shapes: 1.5 s and 0.75 s
     of a one-photo run's start-up that the cloak avoids (its own `Adam`, one scalar per backward)."""
-    import subprocess
-    import sys
+    from conftest import run_fresh
 
     code = (
         "import sys, numpy as np, torch\n"
@@ -427,8 +426,7 @@ def test_a_cloak_imports_none_of_torchs_compiler_machinery() -> None:
         "loaded = [m for m in ('torch._dynamo', 'torch.fx.experimental.symbolic_shapes') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = run_fresh(code)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -463,12 +461,10 @@ def test_the_arcface_verifier_crops_and_embeds_as_insightface_does(lfw_dir: Path
 
 @pytest.mark.real
 def test_loading_every_verifier_imports_no_insightface() -> None:
-    """insightface's package init costs a protect run 1.5 s and about 90 MB; the verifiers do without it."""
+    """insightface's package init costs a protect run about 1.8 s and 94 MiB of the default's peak
+    (`bench/results/speed-protect-verifier-imports`); the verifiers do without it."""
     pytest.importorskip("dlib")
-    import subprocess
-    import sys
-
-    from conftest import require_pulled
+    from conftest import require_pulled, run_fresh
 
     require_pulled("hse-mnv1", "mbf-arc")
     code = (
@@ -479,6 +475,5 @@ def test_loading_every_verifier_imports_no_insightface() -> None:
         "for name in names: get_independent(name)\n"
         "assert 'insightface' not in sys.modules, 'insightface was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = run_fresh(code)
     assert done.returncode == 0, done.stderr[-2000:]

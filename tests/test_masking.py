@@ -4,12 +4,12 @@ registry dispatch, the bundled photos and the on-disk impostor bank."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_fresh
 from torch import nn
 
 import leam
@@ -21,8 +21,6 @@ from facecloak.masking import impostors
 from facecloak.masking.leamface import LeamSettings, select_pixels
 from facecloak.masking.stage import align_faces, mask_faces, resolve_device
 from facecloak.models import embed_crops, to_tensor
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class TinyNet(nn.Module):
@@ -159,8 +157,7 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    return run_fresh(code, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
 
 
 @pytest.mark.parametrize("first", ["facecloak.masking.leamface", "facecloak.masking.impostors",

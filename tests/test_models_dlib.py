@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_pulled
+from conftest import require_dlib, require_pulled, run_fresh
 
 from facecloak.errors import PullError
 from facecloak.models import MODELS
@@ -218,18 +218,6 @@ LFW_PHOTOS = ("George_W_Bush/George_W_Bush_0001.jpg", "Colin_Powell/Colin_Powell
 DEEPFACE_PEOPLE = ("df01", "df02", "df03", "df05")
 
 
-def _native_dlib():
-    """(dlib, its model files) as facecloak finds them, or a skip saying what to install."""
-    pytest.importorskip("dlib", reason="native dlib is not installed (pip install 'facecloak[dlib]')")
-    from facecloak.errors import FacecloakError
-    from facecloak.models.blackbox import import_dlib
-
-    try:
-        return import_dlib("the native-dlib comparison")
-    except FacecloakError as exc:
-        pytest.skip(str(exc))
-
-
 def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
@@ -243,7 +231,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 def _dlib_chips(paths: list[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """dlib's own pipeline: HOG detector (largest face), 5-point shape, 150 px chip with padding 0.25,
     and native descriptors computed on that chip. Returns (chips, descriptors); photos without a face fail."""
-    dlib, files = _native_dlib()
+    dlib, files = require_dlib("the native-dlib comparison")
     detector = dlib.get_frontal_face_detector()
     shape5 = dlib.shape_predictor(files.shape5)
     recogniser = dlib.face_recognition_model_v1(files.descriptor)
@@ -292,8 +280,6 @@ def test_import_dlib_finds_the_model_files_without_importing_their_package() -> 
     them itself (a fresh interpreter, so no other test has imported either)."""
     pytest.importorskip("dlib")
     import importlib.util
-    import subprocess
-    import sys
 
     if importlib.util.find_spec("face_recognition_models") is None:
         pytest.skip("face_recognition_models is not installed (pip install 'facecloak[dlib]')")
@@ -307,8 +293,7 @@ def test_import_dlib_finds_the_model_files_without_importing_their_package() -> 
         "loaded = [m for m in ('face_recognition_models', 'pkg_resources') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = run_fresh(code)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
