@@ -53,12 +53,12 @@ class ChipResult:
 
 
 def load_dlib() -> DlibTools:
-    from facecloak.models.blackbox import import_dlib
+    from facecloak.models.blackbox import frontal_face_detector, import_dlib
 
     dlib, files = import_dlib("the dlib-r29 measurements")
     return DlibTools(
         dlib=dlib,
-        detector=dlib.get_frontal_face_detector(),
+        detector=frontal_face_detector(dlib),
         shape5=dlib.shape_predictor(files.shape5),
         shape68=dlib.shape_predictor(files.shape68),
         recogniser=dlib.face_recognition_model_v1(files.descriptor),

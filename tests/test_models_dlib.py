@@ -329,3 +329,32 @@ def test_import_dlib_names_a_missing_model_file(tmp_path: Path, monkeypatch: pyt
                         lambda name, *a: spec if name == "face_recognition_models" else real(name, *a))
     with pytest.raises(FacecloakError, match=r"missing .*shape_predictor_68_face_landmarks\.dat"):
         import_dlib("the test")
+
+
+@pytest.mark.real
+def test_the_cached_face_detector_is_dlibs_own_and_a_damaged_copy_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verifiers load dlib's HOG detector from a saved copy (1 ms instead of 0.34 s): the copy must detect
+    exactly what `get_frontal_face_detector()` detects, be used on the next run, and be rebuilt when damaged."""
+    dlib, _ = require_dlib("the cached face detector")
+    from facecloak.models.blackbox import frontal_face_detector
+    from facecloak.photos.bundled import bundled_photos
+
+    monkeypatch.setenv("FACECLOAK_HOME", str(tmp_path))
+    own = dlib.get_frontal_face_detector()
+    frontal_face_detector(dlib)
+    (saved,) = (tmp_path / "dlib").glob("*.svm")
+    with monkeypatch.context() as m:  # the next run does not build it
+        m.setattr(dlib, "get_frontal_face_detector", lambda: pytest.fail("rebuilt although a good copy was saved"))
+        cached = frontal_face_detector(dlib)
+    for rgb in list(bundled_photos().values())[:3]:
+        rects, scores, kinds = own.run(rgb, 1, -0.5)  # below the threshold too: every candidate and its score
+        assert rects, "no candidate at all: the comparison would be empty"
+        assert cached.run(rgb, 1, -0.5) == (rects, scores, kinds)
+    good = saved.read_bytes()
+    saved.write_bytes(good[: len(good) // 2])  # a torn write or a damaged disk
+    rebuilt = frontal_face_detector(dlib)
+    assert [p.name for p in (tmp_path / "dlib").glob("*.svm")] == [saved.name] and saved.read_bytes() == good
+    rgb = next(iter(bundled_photos().values()))
+    assert rebuilt.run(rgb, 1, 0.0) == own.run(rgb, 1, 0.0)

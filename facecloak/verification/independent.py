@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from facecloak.faces.align import TEMPLATES, estimate_similarity
-from facecloak.models.blackbox import import_dlib
+from facecloak.models.blackbox import frontal_face_detector, import_dlib
 from leam.registry import Registry
 
 # Detect on a copy whose long side is at most this (HOG on a 4352 px photo takes seconds, and is what a real
@@ -97,7 +97,7 @@ class _Dlib:
 def _dlib() -> _Dlib:
     dlib, files = import_dlib("independent verification")
     return _Dlib(
-        detector=dlib.get_frontal_face_detector(),
+        detector=frontal_face_detector(dlib),
         shape5=dlib.shape_predictor(files.shape5),
         shape68=dlib.shape_predictor(files.shape68),
         descriptor=dlib.face_recognition_model_v1(files.descriptor),
