@@ -293,6 +293,12 @@ def export_ref(ref: str, into: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def marginal_ratio(ours: float, theirs: float, spec: str) -> str:
+    """`ours / theirs` as "N.NNx", or "n/a" where either marginal is not positive: on a few small photos a folder
+    can finish faster than the median one-photo start-up, and that difference is the timer's noise, not a cost."""
+    return f"{ours / theirs:{spec}}x" if ours > 0 and theirs > 0 else "n/a (a marginal <= 0: noise at this n)"
+
+
 def level_report(levels: dict, results: dict, env: dict) -> list[str]:
     """The levels' table: what `facecloak protect --level X` (verification on) costs per photo, next to deface."""
     lines = ["", f"What each level costs end to end (`facecloak protect DIR -o OUT --level X --json`, verification "
@@ -305,8 +311,8 @@ def level_report(levels: dict, results: dict, env: dict) -> list[str]:
         deface = results.get(set_name, {}).get("deface")
         for name, r in tools.items():
             start, folder = r["startup"], r["folder"]
-            ratio = (f"{r['marginal_cpu_s_per_photo'] / max(deface['marginal_cpu_s_per_photo'], 1e-9):.0f}x"
-                     if deface else "-")
+            ratio = marginal_ratio(r["marginal_cpu_s_per_photo"], deface["marginal_cpu_s_per_photo"], ".0f") \
+                if deface else "-"
             verified = r.get("summary", {}).get("verification", {})
             faces = f"{verified['verified_protected']} of {verified['faces']}" if verified else "-"
             lines.append(
@@ -519,7 +525,7 @@ def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, f
                 f"- {set_name}: facecloak / {name}: start-up {startup:.2f}x, "
                 f"folder wall {base['folder']['wall_s'] / r['folder']['wall_s']:.2f}x, "
                 f"folder CPU {base['folder']['cpu_s'] / r['folder']['cpu_s']:.2f}x, "
-                f"marginal {base['marginal_s_per_photo'] / max(r['marginal_s_per_photo'], 1e-9):.2f}x"
+                f"marginal {marginal_ratio(base['marginal_s_per_photo'], r['marginal_s_per_photo'], '.2f')}"
             )
     if levels:
         lines += level_report(levels, results, env)

@@ -168,3 +168,19 @@ def test_overlay_mask_paints_exactly_the_mask() -> None:
     assert int(out.sum()) == 255 and photo.sum() == 0
     with pytest.raises(ValueError, match="mask shape"):
         figures.overlay_mask(photo, mask[:2])
+
+
+def test_speed_report_gives_no_ratio_for_a_marginal_that_is_noise() -> None:
+    """A real run (`bench/results/speed-protect-hog-cache`): deface's folder of 4 LFW photos finished faster than its
+    median one-photo start-up, so its marginal is negative; the report once divided by it (a ratio of 10^9 x)."""
+    from bench.speed_protect import marginal_ratio, report
+
+    saved = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / "speed-protect-hog-cache"
+                        / "speed_protect.json").read_text())
+    assert saved["sets"]["lfw"]["deface"]["marginal_cpu_s_per_photo"] < 0
+    md = report(saved["environment"], saved["sets"], saved["cloak"], saved["profile"], saved["memory"],
+                saved["torch_import"], saved["levels"])
+    lfw_rows = [line for line in md.splitlines() if line.startswith("| lfw") and "level high" in line]
+    assert len(lfw_rows) == 2 and all("| n/a" in row for row in lfw_rows), lfw_rows
+    assert "lfw: facecloak / deface:" in md and "marginal n/a" in md
+    assert marginal_ratio(7.14, 0.174, ".0f") == "41x" and marginal_ratio(0.2, -0.01, ".2f").startswith("n/a")
