@@ -107,3 +107,21 @@ def test_every_entry_refuses_a_bad_budget_with_the_same_config_error(budget: obj
     with pytest.raises(ConfigError, match=message):
         LeamOcclusion(models=["mbf-arc"], budget=(1.0, budget))  # type: ignore[arg-type]
     assert check_budget(2) == 2.0 and isinstance(check_budget(2), float)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_the_cloak_runs_on_the_gpu_and_changes_only_the_mask(fast: dict) -> None:
+    """`device="cuda"` puts the cloak's pixels beside its source models (before, the cloak ran on the CPU whatever
+    the device): the result keeps every pixel outside the mask and moves the face as the CPU run does."""
+    from facecloak.protection.cloak import CloakSettings
+
+    image = astronaut(256)
+    settings = CloakSettings(steps=10, early_stop=False)
+    runs = {dev: protect(image, fill="cloak", budget=4.0, cloak_settings=settings, device=dev, **fast)
+            for dev in ("cpu", "cuda")}
+    gpu, cpu = runs["cuda"], runs["cpu"]
+    assert gpu.cloak_steps == 10 and np.array_equal(gpu.image[~gpu.mask], image[~gpu.mask])
+    assert gpu.references["mbf-arc"].device.type == "cuda"
+    assert gpu.faces[0].cosine_after["mbf-arc"] < gpu.faces[0].cosine_before["mbf-arc"] - 0.1
+    assert abs(gpu.faces[0].cosine_after["mbf-arc"] - cpu.faces[0].cosine_after["mbf-arc"]) < 0.1

@@ -90,7 +90,8 @@ class CloakSettings:
 
 @dataclass(frozen=True)
 class SourceModel:
-    """A differentiable source: module, its crop size and, per face, the photo->crop matrix and reference."""
+    """A differentiable source: module, its crop size and, per face, the photo->crop matrix and reference. The cloak
+    runs where the references are (every source's module and references on one device): CPU or a GPU."""
 
     id: str
     module: nn.Module
@@ -173,17 +174,17 @@ def _jpeg_through(x: torch.Tensor, quality: int) -> torch.Tensor:
     """JPEG round trip of (1, 3, H, W) 0-255 with the identity as its gradient (straight-through)."""
     from PIL import Image
 
-    img = x.detach()[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
+    img = x.detach()[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    y = torch.from_numpy(back.copy()).permute(2, 0, 1).float()[None]
+    y = torch.from_numpy(back.copy()).to(x.device).permute(2, 0, 1).float()[None]
     return x + (y - x).detach()
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(1, math.ceil(2.5 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
     c = x.shape[1]
@@ -211,11 +212,11 @@ def _jittered(grid: torch.Tensor, d: _Draw, width: int, height: int) -> torch.Te
     if d.scale == 1.0 and d.angle == 0.0 and d.shift == (0.0, 0.0) and not d.mirror:
         return grid
     centre = grid.mean(dim=(1, 2), keepdim=True)
-    half = torch.tensor([width / 2, height / 2], dtype=grid.dtype)
+    half = torch.tensor([width / 2, height / 2], dtype=grid.dtype, device=grid.device)
     c, s = math.cos(d.angle), math.sin(d.angle)
-    rot = torch.tensor([[c, -s], [s, c]], dtype=grid.dtype)
+    rot = torch.tensor([[c, -s], [s, c]], dtype=grid.dtype, device=grid.device)
     g = ((grid - centre) * half) @ rot.T / half
-    g = g * d.scale + centre + torch.tensor(d.shift, dtype=grid.dtype)
+    g = g * d.scale + centre + torch.tensor(d.shift, dtype=grid.dtype, device=grid.device)
     if d.mirror:
         g = torch.flip(g, dims=[2])  # mirror the crop: sample columns right-to-left
     return g
@@ -327,7 +328,7 @@ class _LookTerm:
     def _mean(t: torch.Tensor) -> torch.Tensor:
         """The 7x7 box filter, separably, as depthwise convolutions (4x faster than `avg_pool2d` on CPU, forward
         and backward, on a large face's window)."""
-        k = torch.full((t.shape[1], 1, 7, 1), 1 / 7, dtype=t.dtype)
+        k = torch.full((t.shape[1], 1, 7, 1), 1 / 7, dtype=t.dtype, device=t.device)
         return F.conv2d(F.conv2d(t, k, groups=t.shape[1]), k.transpose(2, 3), groups=t.shape[1])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -378,7 +379,7 @@ def _backward(
             (term * share).backward()
     # One scalar whose gradient w.r.t. each crop is that crop's gradient: passing the gradients to `backward` instead
     # would import torch's symbolic-shape machinery, 0.75 s of a one-photo run.
-    tail = settings.look * look(x) if look is not None else torch.zeros(())
+    tail = settings.look * look(x) if look is not None else torch.zeros((), device=x.device)
     for k, c in crops.items():
         grad = leaves[k].grad
         if grad is not None:
@@ -432,7 +433,7 @@ def _pruned(m: torch.Tensor, score: torch.Tensor, share: float) -> torch.Tensor:
     where = torch.nonzero(m[0, 0].flatten() > 0).flatten()
     n = max(1, round(share * len(where)))
     best = where[torch.topk(score.flatten()[where], n).indices]  # exactly n: ties do not widen the mask
-    kept = torch.zeros(score.numel())
+    kept = torch.zeros(score.numel(), device=score.device)
     kept[best] = 1.0
     return kept.view(1, 1, *score.shape)
 
@@ -452,9 +453,9 @@ def _decoys(sources: Sequence[SourceModel]) -> dict[str, torch.Tensor]:
     out = {}
     for s in sources:
         if s.decoys is not None:
-            out[s.id] = F.normalize(s.decoys.float(), dim=1)
+            out[s.id] = F.normalize(s.decoys.float().to(s.references.device), dim=1)
             continue
-        bank = bundled_impostors(s.id, s.module)
+        bank = bundled_impostors(s.id, s.module).to(s.references.device)
         sims = F.normalize(s.references.float(), dim=1) @ bank.T
         out[s.id] = bank[sims.argmin(dim=1)]
     return out
@@ -483,17 +484,19 @@ def cloak(
         raise ConfigError("cloak needs a uint8 (H, W, 3) image and a (H, W) mask")
     if not mask.any() or not sources or settings.steps == 0:
         return image.copy(), 0
+    device = sources[0].references.device  # where the sources run (`SourceModel.references`); the pixels go there
     x0, y0, w, h = _window(mask, sources, image.shape[:2])
-    patch = torch.from_numpy(np.array(image[y0 : y0 + h, x0 : x0 + w])).permute(2, 0, 1).float()[None]
+    patch = torch.from_numpy(np.array(image[y0 : y0 + h, x0 : x0 + w])).to(device).permute(2, 0, 1).float()[None]
     window_mask = mask[y0 : y0 + h, x0 : x0 + w]
-    m = torch.from_numpy(window_mask).float()[None, None]
-    grids = {s.id: torch.cat([crop_grid(mt, (x0, y0, w, h), s.size) for mt in s.matrices]) for s in sources}
+    m = torch.from_numpy(window_mask).to(device).float()[None, None]
+    grids = {s.id: torch.cat([crop_grid(mt, (x0, y0, w, h), s.size) for mt in s.matrices]).to(device)
+             for s in sources}
     gen = torch.Generator().manual_seed(seed)
     look = _LookTerm(patch, window_mask) if settings.look > 0 else None
     step_px = settings.grain * _photo_px_per_crop_px(sources)
     coarse = step_px > 1.0  # a grain finer than a photo pixel is no constraint
     size = _offset_grid((h, w), step_px) if coarse else (h, w)
-    delta = torch.zeros((1, 3, *size), requires_grad=True)
+    delta = torch.zeros((1, 3, *size), device=device, requires_grad=True)
     opt = Adam(delta, lr=settings.step_size)
 
     def offset() -> torch.Tensor:  # the change of every window pixel (bilinear between grid nodes: within +-eps)
@@ -548,8 +551,8 @@ def cloak(
         target = max(1, round(settings.keep * int(window_mask.sum())))
         if int(m.sum()) > target:  # stopped early (or too few steps for both rounds): prune to the share asked for
             m = _pruned(m, offset()[0].abs().sum(0), target / int(m.sum()))
-        new_patch = (patch + offset() * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+        new_patch = (patch + offset() * m).clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
     out = image.copy()
-    kept = m[0, 0].numpy() > 0  # the window's mask after pruning
+    kept = m[0, 0].cpu().numpy() > 0  # the window's mask after pruning
     out[y0 : y0 + h, x0 : x0 + w][kept] = new_patch[kept]
     return out, used

@@ -20,7 +20,14 @@ from facecloak.faces.detect import default_detector
 from facecloak.faces.face import Face
 from facecloak.faces.parse import default_parser
 from facecloak.masking.leamface import LeamSettings, ModelMaps, ensemble, model_maps
-from facecloak.masking.stage import align_faces, embed_batch, mask_faces, model_templates, resolve_device
+from facecloak.masking.stage import (
+    align_faces,
+    embed_batch,
+    mask_faces,
+    model_on,
+    model_templates,
+    resolve_device,
+)
 from facecloak.models import cached_model, embed_crops, get_spec
 from facecloak.protection.cloak import CloakSettings, SourceModel
 from facecloak.protection.fills import get_fill
@@ -112,7 +119,7 @@ def protect(
     faces:  the faces to protect (None: detect them); the result's `faces` follow their order (with
             `largest_only`, the largest one alone).
     device: where the recognition models run: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present).
-            Detection, parsing and the cloak's optimisation stay on the CPU.
+            Detection and parsing stay on the CPU; the LEAM maps, the cloak's optimisation and the measures run there.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ConfigError(f"protect expects a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
@@ -150,11 +157,11 @@ def protect(
         sources = []
         for m in models:
             thr = load_thresholds(m)
-            # The cloak optimises on the CPU: its pixel tensors live there.
+            # The cloak runs on the models' device: its pixel tensors follow the references there.
             sources.append(SourceModel(
-                id=m, module=cached_model(m), size=get_spec(m).input_size,
+                id=m, module=model_on(m, dev), size=get_spec(m).input_size,
                 matrices=np.asarray(batch.matrices[get_spec(m).template]),
-                references=refs[m].cpu(), threshold=thr.at(far) if thr else None,
+                references=refs[m], threshold=thr.at(far) if thr else None,
             ))
         cloak_settings = cloak_settings or CloakSettings()
         protected, steps = fill_spec.function(image, mask, sources, cloak_settings, seed=seed)
