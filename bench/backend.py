@@ -48,6 +48,7 @@ class Backend:
     cache_tag: Callable[[str], str | None]  # recogniser name -> on-disk embedding cache tag (None: no cache)
     use_cache: bool = True  # detection and embedding caches under $FACECLOAK_HOME
     notes: tuple[str, ...] = ()
+    device: str = "cpu"  # where the networks and the differentiable recognisers run (their inputs go there too)
 
 
 def _weights_tag(name: str) -> str:
@@ -64,14 +65,17 @@ def _weights_tag(name: str) -> str:
     return "v1"
 
 
-def default_backend(*, use_cache: bool = True) -> Backend:
-    """The real zoo: MTCNN, FaceMesh (landmarks5 with a note when FaceMesh is not pulled), shipped/user thresholds."""
+def default_backend(*, use_cache: bool = True, device: str = "cpu") -> Backend:
+    """The real zoo: MTCNN, FaceMesh (landmarks5 with a note when FaceMesh is not pulled), shipped/user thresholds;
+    the models on `device` (auto, cpu, cuda[:N]; detection and parsing stay on the CPU)."""
     from facecloak.faces.detect import load_detector
     from facecloak.faces.parse import get_parser, is_parser_pulled
+    from facecloak.masking.stage import resolve_device
     from facecloak.models import MODELS, get_spec, load_model
     from facecloak.models.blackbox import differentiable_recogniser, get_recogniser
     from facecloak.verification.thresholds import load_thresholds
 
+    dev = str(resolve_device(device))
     notes: list[str] = []
     if is_parser_pulled():
         parser_name = "facemesh"
@@ -83,20 +87,21 @@ def default_backend(*, use_cache: bool = True) -> Backend:
     @cache
     def network(model_id: str) -> Network:
         spec = get_spec(model_id)
-        return Network(model_id, load_model(model_id), spec.template, tuple(spec.default_layers))
+        return Network(model_id, load_model(model_id).to(dev), spec.template, tuple(spec.default_layers))
 
     @cache
     def recogniser(name: str) -> Recogniser:
-        return differentiable_recogniser(name) if name in MODELS else get_recogniser(name)
+        return differentiable_recogniser(name, device=dev) if name in MODELS else get_recogniser(name)
 
     detector = load_detector("mtcnn")
     det_key = hashlib.sha256(json.dumps(detector_settings(detector), sort_keys=True).encode()).hexdigest()[:8]
 
     def cache_tag(name: str) -> str | None:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-40:]
-        return f"bench-{safe}-{_weights_tag(name)}-{det_key}" if use_cache else None
+        on = "" if dev == "cpu" or name not in MODELS else f"-{dev.replace(':', '')}"  # a GPU's floats differ a little
+        return f"bench-{safe}-{_weights_tag(name)}-{det_key}{on}" if use_cache else None
 
     return Backend(network=network, recogniser=recogniser, detector=detector, parser=get_parser(parser_name),
                    parser_name=parser_name, thresholds=load_thresholds, cache_tag=cache_tag, use_cache=use_cache,
-                   notes=tuple(notes))
+                   notes=tuple(notes), device=dev)
 

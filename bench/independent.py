@@ -33,6 +33,7 @@ from bench.stats import psnr, ssim_local_change
 from facecloak.errors import DataError
 from facecloak.files import atomic_write_text
 from facecloak.masking.leamface import LeamSettings
+from facecloak.masking.stage import resolve_device
 from facecloak.photos.io import Photo, read_image, write_image
 from facecloak.progress import Progress, no_progress
 from facecloak.protection.cloak import CloakSettings
@@ -171,13 +172,15 @@ def written_copy(rgb: np.ndarray, like: Photo, folder: Path) -> np.ndarray:
     return read_image(target).rgb
 
 
-def protect_probe(rgb: np.ndarray, setting: Setting, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """The protected photo and what it cost: faces, pixels changed (share of the face boxes), CPU seconds."""
+def protect_probe(rgb: np.ndarray, setting: Setting, seed: int, device: str = "cpu"
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The protected photo and what it cost: faces, pixels changed (share of the face boxes), CPU seconds (this
+    process's; on a GPU `device` the GPU's own time is not in them)."""
     import facecloak
 
     t0 = time.process_time()
     result = facecloak.protect(rgb, models=setting.models, budget=setting.budget, fill=setting.fill, seed=seed,
-                               settings=setting.leam(), cloak_settings=setting.cloak)
+                               settings=setting.leam(), cloak_settings=setting.cloak, device=device)
     cpu = time.process_time() - t0
     box_area = sum(max(1.0, (f.face.box[2] - f.face.box[0]) * (f.face.box[3] - f.face.box[1])) for f in result.faces)
     changed = int((result.image != rgb).any(2).sum())
@@ -194,8 +197,11 @@ def run(
     progress: Progress = no_progress,
     checkpoint: Path | None = None,
     defences: Sequence[Defence] = (),
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Per probe: the clean and each protected file read by every pipeline. Returns the raw rows and the table.
+    `device`: where `protect`'s models and cloak run (`facecloak.masking.stage.resolve_device`: auto, cpu, cuda[:N]);
+    the independent recognisers read on the CPU, as they would on a user's machine.
 
     `defences` (`bench.config.parse_defence`: jpeg75, resize50, blur1, inpaint-mask) are applied to the decoded
     file before the pipelines read it, to the unprotected file too (`unprotected@jpeg75`: what the processing alone
@@ -203,10 +209,13 @@ def run(
 
     With `checkpoint` (a .jsonl file), each finished probe is appended there and a rerun skips the probes it
     already holds for the same settings, pipelines, seed and defences (a long run survives an interruption)."""
+    dev = str(resolve_device(device))  # an unavailable device stops here, before any probe
     reader = Reader(pipelines)
     rows: list[dict[str, Any]] = []
     config: list[Any] = [[_setting_json(s) for s in settings], list(pipelines), seed]
-    key = json.dumps(config + ([[d.name for d in defences]] if defences else []), sort_keys=True, default=str)
+    config += [[d.name for d in defences]] if defences else []
+    config += [["device", dev]] if dev != "cpu" else []  # CPU runs resume from checkpoints written before the option
+    key = json.dumps(config, sort_keys=True, default=str)
     done: dict[str, dict[str, Any]] = {}
     if checkpoint is not None and checkpoint.is_file():
         for line in checkpoint.read_text().splitlines():
@@ -234,7 +243,7 @@ def run(
                 seen = apply_defence(d, unprotected, untouched)
                 row[f"unprotected@{d.name}"] = {**no_cost, **_reading(reader, rgb, seen, None, gallery, clean)}
             for s in settings:
-                protected, cost = protect_probe(rgb, s, seed)
+                protected, cost = protect_probe(rgb, s, seed, dev)
                 decoded = written_copy(protected, photo, Path(tmp))
                 box = _face_box(rgb, cost)
                 row[s.name] = {**cost, **_reading(reader, rgb, decoded, box, gallery, clean)}
@@ -251,7 +260,7 @@ def run(
     return {"rows": rows, "table": table(rows, names, reader.thresholds),
             "thresholds": reader.thresholds, "pipelines": list(pipelines),
             "settings": [_setting_json(s) for s in settings], "seed": seed, "far": FAR,
-            "defences": [d.name for d in defences]}
+            "defences": [d.name for d in defences], "device": dev}
 
 
 def _reading(reader: Reader, rgb: np.ndarray, seen: np.ndarray, box: tuple[slice, slice] | None,

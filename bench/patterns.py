@@ -350,25 +350,36 @@ def impostor_centroids(embeddings: np.ndarray, identities: Sequence[str], k: int
     return np.stack(out).astype(np.float32)
 
 
-def embed_all(faces: FaceData, models: Sequence[str]) -> dict[str, np.ndarray]:
-    """Clean embeddings (N, D) of every face with every model."""
-    from facecloak.models import cached_model, embed
+def embed_all(faces: FaceData, models: Sequence[str], device: str = "cpu") -> dict[str, np.ndarray]:
+    """Clean embeddings (N, D) of every face with every model (run on `device`)."""
+    from facecloak.masking.stage import model_on
+    from facecloak.models import embed
 
-    return {m: embed(cached_model(m), faces.crops[m]).numpy() for m in models}
+    dev = torch_device(device)
+    return {m: embed(model_on(m, dev), faces.crops[m].to(dev)).cpu().numpy() for m in models}
+
+
+def torch_device(device: str) -> Any:
+    """`device` resolved (auto, cpu, cuda[:N]) by the masking stage; refused when it is not available."""
+    from facecloak.masking.stage import resolve_device
+
+    return resolve_device(device)
 
 
 def maps_for(model_id: str, faces: FaceData, settings: Any, embeddings: np.ndarray, *,
-             impostors: np.ndarray | None = None) -> Any:
-    """`ModelMaps` of every face with `settings`; reference / contrast targets use the leave-one-out centroids."""
+             impostors: np.ndarray | None = None, device: str = "cpu") -> Any:
+    """`ModelMaps` of every face with `settings`; reference / contrast targets use the leave-one-out centroids.
+    The model runs on `device`; the maps come back as numpy."""
     import torch
 
     from facecloak.masking.leamface import model_maps
-    from facecloak.models import cached_model
+    from facecloak.masking.stage import model_on
 
     refs = torch.from_numpy(loo_references(embeddings, faces.identities))
     imp = torch.from_numpy(impostors) if impostors is not None else None
     use_refs = settings.target in ("auto", "reference", "contrast")
-    return model_maps(model_id, cached_model(model_id), faces.crops[model_id], settings,
+    dev = torch_device(device)
+    return model_maps(model_id, model_on(model_id, dev), faces.crops[model_id].to(dev), settings,
                       references=refs if use_refs else None, impostors=imp)
 
 
@@ -434,18 +445,18 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
-                  use_astronaut: bool) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], str]:
+def _example_rows(faces: FaceData, models: Sequence[str], settings: Any, use_astronaut: bool,
+                  device: str = "cpu") -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], str]:
     """Per-layer maps of one example face: a bundled photo (skimage's astronaut, flip target) when the output
     lands inside the repository (shared photos must not be committed), else the set's first photo."""
     from dataclasses import replace
 
     from facecloak.faces.align import align
     from facecloak.masking.leamface import model_maps
-    from facecloak.masking.stage import align_faces, model_templates
-    from facecloak.models import cached_model
+    from facecloak.masking.stage import align_faces, model_on, model_templates
     from facecloak.protection.protect import default_detector
 
+    dev = torch_device(device)
     rows: dict[str, dict[str, np.ndarray]] = {}
     if use_astronaut:
         from skimage import data as skdata
@@ -453,14 +464,14 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any,
         rgb = skdata.astronaut()
         face = max(default_detector().detect(rgb), key=lambda f: f.area)
         crop = align(rgb, face, settings.common_template).crop
-        batch = align_faces(rgb, [face], (), crop_templates=model_templates(models))
+        batch = align_faces(rgb, [face], (), crop_templates=model_templates(models), device=dev)
         for m in models:
-            mm = model_maps(m, cached_model(m), batch.for_model(m), replace(settings, target="flip"))
+            mm = model_maps(m, model_on(m, dev), batch.for_model(m), replace(settings, target="flip"))
             rows[m] = {**{layer: mm.layer_maps[0, j] for j, layer in enumerate(mm.layers)}, "overall": mm.overall[0]}
         return crop, rows, "skimage astronaut, flip target"
     one = FaceData(faces.bench, {m: faces.crops[m][:1] for m in models}, faces.common[:1], faces.labels[:1], None)
     for m in models:
-        mm = model_maps(m, cached_model(m), one.crops[m], replace(settings, target="flip"))
+        mm = model_maps(m, model_on(m, dev), one.crops[m].to(dev), replace(settings, target="flip"))
         rows[m] = {**{layer: mm.layer_maps[0, j] for j, layer in enumerate(mm.layers)}, "overall": mm.overall[0]}
     return faces.common[0], rows, "first photo of the set, flip target"
 
@@ -513,6 +524,7 @@ def run_patterns(
     progress: Progress = no_progress,
     max_different: int = MAX_DIFFERENT_PAIRS,
     figures: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the analyses on the labelled set in `data`, write OUT/patterns.json, patterns.md and figures/.
 
@@ -529,11 +541,12 @@ def run_patterns(
     for m in model_ids:
         get_spec(m)
     settings = leam_settings(overrides)
+    torch_device(device)  # an unavailable device stops here, before any photo
     faces = load_faces(Path(data), model_ids, identities=identities, per_identity=per_identity, seed=seed,
                        common_template=settings.common_template, progress=progress)
     ids, genders = faces.identities, faces.genders
     pairs = PairSet(same_pairs(ids), different_pairs(ids, max_different, np.random.default_rng([seed, 0xBC])))
-    embeddings = embed_all(faces, model_ids)
+    embeddings = embed_all(faces, model_ids, device)
     has_gender = any(g for g in genders)
 
     blocks: dict[str, Any] = {}
@@ -544,7 +557,7 @@ def run_patterns(
         t0 = time.perf_counter()
         impostors = (impostor_centroids(embeddings[m], ids, N_IMPOSTORS, np.random.default_rng([seed, 7]))
                      if settings.target == "contrast" else None)
-        mm = maps_for(m, faces, settings, embeddings[m], impostors=impostors)
+        mm = maps_for(m, faces, settings, embeddings[m], impostors=impostors, device=device)
         timing[m] = (time.perf_counter() - t0) / len(ids)
         overall[m] = mm.overall
         blocks[m] = analyse_model(mm.overall, faces.labels, pairs, budget=settings.budget,
@@ -585,7 +598,7 @@ def run_patterns(
     example = None
     if figures:
         repository = Path(__file__).resolve().parents[1]
-        example = _example_rows(faces, model_ids, settings, use_astronaut=_inside(out, repository))
+        example = _example_rows(faces, model_ids, settings, use_astronaut=_inside(out, repository), device=device)
     payload["environment"] = {**environment_info(), "command": _command(),
                               "run_time_s": round(time.perf_counter() - start, 1)}
     if figures:

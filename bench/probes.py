@@ -132,7 +132,7 @@ def fill_photo(
         sources.append(SourceModel(
             id=net.id, module=net.module, size=TEMPLATES.get(net.template).size,
             matrices=np.asarray(matrices[net.template]),
-            references=torch.from_numpy(ref[None].astype(np.float32)),
+            references=torch.from_numpy(ref[None].astype(np.float32)).to(run.backend.device),
             threshold=run.thresholds(net.id)[0][strictest],
         ))
     # torch warns on read-only arrays (decoded photos are): hand the cloak a writable copy

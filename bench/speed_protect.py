@@ -153,10 +153,32 @@ def baseline_options(tree: Path) -> tuple[str, ...]:
     return CURRENT_OPTIONS if (tree / "facecloak" / "protection" / "levels.py").is_file() else ()
 
 
-def facecloak_tool(name: str, source: Path, options: Sequence[str] = ()) -> Tool:
+DEVICE_VARIABLE = "FACECLOAK_BENCH_DEVICE"
+# The snippets' keyword arguments of `protect`: the device where the checkout has one.
+DEVICE_KWARGS = (f"import os; DEVICE = {{'device': os.environ[{DEVICE_VARIABLE!r}]}} "
+                 f"if {DEVICE_VARIABLE!r} in os.environ else {{}}")
+
+
+def knows_devices(tree: Path) -> bool:
+    """Whether the checkout at `tree` has `--device` (and `protect(device=...)`): since the masking stage's
+    `resolve_device`."""
+    stage = tree / "facecloak" / "masking" / "stage.py"
+    return stage.is_file() and "def resolve_device" in stage.read_text()
+
+
+def child_env(source: Path, device: str) -> dict[str, str]:
+    """The environment of a child running the checkout at `source`: one torch thread, and `device` for the snippets
+    below (`DEVICE_VARIABLE`) where that checkout has devices (an older one runs on its CPU default)."""
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    env.pop(DEVICE_VARIABLE, None)
+    return {**env, DEVICE_VARIABLE: device} if knows_devices(source) else env
+
+
+def facecloak_tool(name: str, source: Path, options: Sequence[str] = (), device: str = "cpu") -> Tool:
+    env = child_env(source, device)
     code = "import sys; from facecloak.cli import main; sys.argv[0] = 'facecloak'; sys.exit(main())"
-    return Tool(name, [sys.executable, "-c", code, "protect", *options], env, writes_next_to_inputs=False)
+    on = ("--device", device) if DEVICE_VARIABLE in env else ()
+    return Tool(name, [sys.executable, "-c", code, "protect", *options, *on], env, writes_next_to_inputs=False)
 
 
 def deface_tool(path: str) -> Tool | None:
@@ -170,40 +192,40 @@ def deface_tool(path: str) -> Tool | None:
 # The sparse cloak per face
 
 
-CLOAK_SNIPPET = r"""
+CLOAK_SNIPPET = DEVICE_KWARGS + r"""
 import json, sys, time
 from facecloak.photos.io import read_image
 from facecloak.protection.protect import protect
 paths = sys.argv[1:]
-protect(read_image(paths[0]).rgb, fill="cloak")  # warm-up: models, impostor bank, first-call costs
+protect(read_image(paths[0]).rgb, fill="cloak", **DEVICE)  # warm-up: models, impostor bank, first-call costs
 faces = steps = 0
 start = time.perf_counter()
 for p in paths:
-    r = protect(read_image(p).rgb, fill="cloak")
+    r = protect(read_image(p).rgb, fill="cloak", **DEVICE)
     faces += len(r.faces)
     steps += r.cloak_steps
 print(json.dumps({"faces": faces, "seconds": time.perf_counter() - start, "steps": steps}))
 """
 
 
-def cloak_seconds_per_face(source: Path, photos: list[Path]) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+def cloak_seconds_per_face(source: Path, photos: list[Path], device: str = "cpu") -> dict[str, float]:
+    env = child_env(source, device)
     out = subprocess.run([sys.executable, "-c", CLOAK_SNIPPET, *map(str, photos)], env=env, capture_output=True,
                          text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return {**got, "seconds_per_face": got["seconds"] / max(got["faces"], 1)}
 
 
-PROFILE_SNIPPET = r"""
+PROFILE_SNIPPET = DEVICE_KWARGS + r"""
 import cProfile, json, pstats, sys
 from facecloak.photos.io import read_image
 from facecloak.protection.protect import protect
 photos = [read_image(p).rgb for p in sys.argv[1:]]
-protect(photos[0])  # warm-up
+protect(photos[0], **DEVICE)  # warm-up
 profiler = cProfile.Profile()
 profiler.enable()
 for rgb in photos:
-    protect(rgb)
+    protect(rgb, **DEVICE)
 profiler.disable()
 stats = pstats.Stats(profiler).stats
 wanted = {
@@ -232,15 +254,15 @@ print(json.dumps(out))
 """
 
 
-def profile_stages(source: Path, photos: list[Path]) -> dict[str, float]:
+def profile_stages(source: Path, photos: list[Path], device: str = "cpu") -> dict[str, float]:
     """Cumulative seconds per photo of each stage of `protect` under cProfile (the profiler adds overhead)."""
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    env = child_env(source, device)
     out = subprocess.run([sys.executable, "-c", PROFILE_SNIPPET, *map(str, photos)], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-MEMORY_SNIPPET = r"""
+MEMORY_SNIPPET = DEVICE_KWARGS + r"""
 import json, resource, sys
 from facecloak.runtime import bound_native_caches
 bound_native_caches()  # as the CLI does, and as the README tells library callers to
@@ -255,7 +277,7 @@ def rss_mb():
             return int(line.split()[1]) / 1024
 trace = []
 for i in range(count):
-    protect(read_image(paths[i % len(paths)]).rgb, **options)
+    protect(read_image(paths[i % len(paths)]).rgb, **options, **DEVICE)
     if (i + 1) % 10 == 0 or i == 0:
         trace.append([i + 1, round(rss_mb(), 1)])
 print(json.dumps({"photos": count, "rss_mb": trace,
@@ -263,10 +285,10 @@ print(json.dumps({"photos": count, "rss_mb": trace,
 """
 
 
-def memory_trace(source: Path, photos: list[Path], count: int, level: str = "") -> dict:
+def memory_trace(source: Path, photos: list[Path], count: int, level: str = "", device: str = "cpu") -> dict:
     """RSS after every 10th of `count` in-process `protect` calls cycling through `photos`, and the peak; `level`:
     a protection level's options (verification is the CLI's, not part of `protect`), "" for `protect`'s defaults."""
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    env = child_env(source, device)
     out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, str(count), level, *map(str, photos)], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -405,6 +427,7 @@ class SpeedProtectOptions:
     command: str = "facecloak bench speed-protect"
     levels: tuple[str, ...] = ()
     level_photos: int = 20
+    device: str = "auto"  # where facecloak's models and cloak run (deface runs as it does)
 
     def __post_init__(self) -> None:
         from facecloak.protection.levels import LEVELS
@@ -414,6 +437,9 @@ class SpeedProtectOptions:
                               "larger than one photo)")
         for level in (*self.levels, *([self.memory_level] if self.memory_level else [])):
             LEVELS.get(level)  # an unknown level is refused, naming the known ones
+        from facecloak.masking.stage import resolve_device
+
+        object.__setattr__(self, "device", str(resolve_device(self.device)))  # "auto" resolved once, here
 
 
 def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _stderr) -> str:
@@ -424,10 +450,11 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
     with tempfile.TemporaryDirectory(prefix="facecloak-speed-") as tmp_name:
         tmp = Path(tmp_name)
         sets = prepare_sets(args.data, tmp / "sets", args.photos)
-        tools = [facecloak_tool("facecloak", REPO, CURRENT_OPTIONS)]
+        dev = args.device
+        tools = [facecloak_tool("facecloak", REPO, CURRENT_OPTIONS, dev)]
         baseline = export_ref(args.baseline_ref, tmp) if args.baseline_ref else None
         if baseline is not None:
-            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", baseline, baseline_options(baseline)))
+            tools.append(facecloak_tool(f"facecloak@{args.baseline_ref}", baseline, baseline_options(baseline), dev))
         deface = deface_tool(args.deface)
         if deface is None:
             warn(f"deface not found at {args.deface}; skipping it. To include it: {DEFACE_HINT}")
@@ -445,7 +472,7 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         trees = [("", REPO)]
         if baseline is not None and baseline_options(baseline):
             trees.append((f"@{args.baseline_ref}", baseline))
-        level_tools = [facecloak_tool(level_tool_name(level) + suffix, source, ("--level", level, "--json"))
+        level_tools = [facecloak_tool(level_tool_name(level) + suffix, source, ("--level", level, "--json"), dev)
                        for suffix, source in trees for level in args.levels]
         level_sets = {name: photos[: args.level_photos] for name, photos in sets.items()}
         levels = measure(level_tools, level_sets, args.repeats, args.folder_repeats, tmp / "level-runs"
@@ -455,10 +482,10 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
             for tool in tools:
                 if tool.name.startswith("facecloak"):
                     cloak[tool.name] = cloak_seconds_per_face(Path(tool.env["PYTHONPATH"]),
-                                                              sets["lfw"][: args.cloak_faces])
+                                                              sets["lfw"][: args.cloak_faces], dev)
         memory = memory_trace(REPO, [p for photos in sets.values() for p in photos], args.memory_photos,
-                              args.memory_level) if args.memory_photos else {}
-        profile = {name: profile_stages(REPO, photos[: args.profile_photos]) for name, photos in sets.items()
+                              args.memory_level, dev) if args.memory_photos else {}
+        profile = {name: profile_stages(REPO, photos[: args.profile_photos], dev) for name, photos in sets.items()
                    } if args.profile_photos else {}
     load_end = os.getloadavg()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -469,6 +496,7 @@ def run_speed_protect(args: SpeedProtectOptions, warn: Callable[[str], None] = _
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "omp_num_threads": "1",
+        "device": args.device,
         "loadavg_start": [round(v, 2) for v in load_start],
         "loadavg_end": [round(v, 2) for v in load_end],
         "uptime_end": uptime,
@@ -493,7 +521,8 @@ def report(env: dict, results: dict, cloak: dict, profile: dict, memory: dict, f
     lines = [
         "# Speed of `facecloak protect` vs `deface`",
         "",
-        f"Command: `OMP_NUM_THREADS=1 {env['command']}` ({env['date_utc']} UTC); {env['cpus']} CPUs, Python "
+        f"Command: `OMP_NUM_THREADS=1 {env['command']}` ({env['date_utc']} UTC); {env['cpus']} CPUs, "
+        f"facecloak on {env.get('device', 'cpu')}, Python "
         f"{env['python']}; load average (1, 5, 15 min) {env['loadavg_start']} at the start, {env['loadavg_end']} at "
         f"the end (`{env['uptime_end']}`). The machine was shared with other jobs: read the ratios (measured side "
         f"by side, interleaved), not the absolute seconds. Start-up: median of {env['repeats']} runs; folder: "

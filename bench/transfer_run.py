@@ -202,6 +202,7 @@ class TransferRun:
             lc = self.recipe.leam
             settings, _ = self.map_settings(net)
             key = [model, net.template, lc.method, list(settings.layers), lc.target, self.recipe.seed, "maps-v2"]
+            key += [self.backend.device] if self.backend.device != "cpu" else []  # CPU caches stay valid
             path = self._cache_file(f"maps-{slug(model)}", key)
             if path.is_file():
                 both = np.load(path)
@@ -232,7 +233,7 @@ class TransferRun:
             idx = groups[identity]
             x = torch.cat([
                 align_faces(self.read(self.data.photos[i].path), [self.data.photos[i].face], (),
-                            crop_templates=(net.template,)).inputs[net.template]
+                            crop_templates=(net.template,), device=self.backend.device).inputs[net.template]
                 for i in idx
             ])
             refs = torch.from_numpy(loo_centroids(emb, idx))

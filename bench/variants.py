@@ -56,6 +56,7 @@ from bench.patterns import (
     pair_bc,
     pair_mask_bc,
     same_pairs,
+    torch_device,
 )
 from bench.report import environment_info, write_results, write_text
 
@@ -169,7 +170,7 @@ class Occluder:
     """Black-fill occlusion of probe photos and the resulting Δcos on each target model."""
 
     def __init__(self, faces: FaceData, targets: Sequence[str], embeddings: Mapping[str, np.ndarray],
-                 probes: Sequence[Probe], common_template: str) -> None:
+                 probes: Sequence[Probe], common_template: str, device: str = "cpu") -> None:
         from facecloak.faces.align import TEMPLATES, compose_affine
         from facecloak.masking.stage import align_faces
         from facecloak.models import get_spec
@@ -178,6 +179,7 @@ class Occluder:
             raise ValueError("the occlusion benchmark needs the photos (load_faces(..., keep_photos=True))")
         self.targets = tuple(targets)
         self.probes = tuple(probes)
+        self.device = device
         self.sizes = {t: get_spec(t).input_size for t in targets}
         self.unit = {t: embeddings[t] / np.linalg.norm(embeddings[t], axis=1, keepdims=True) for t in targets}
         self.regions: list[np.ndarray] = []
@@ -206,8 +208,8 @@ class Occluder:
         """Per target: Δcos of every genuine pair (probe order, then reference order) for the masks (P, S, S) of
         the probes in the common template."""
         from facecloak.faces.align import warp_crop, warp_to_photo
-        from facecloak.masking.leamface import embed_crops
-        from facecloak.models import cached_model
+        from facecloak.masking.stage import model_on
+        from facecloak.models import embed, to_tensor
 
         crops: dict[str, list[np.ndarray]] = {t: [] for t in self.targets}
         for k, mask in enumerate(masks):
@@ -218,7 +220,8 @@ class Occluder:
                 crops[t].append(warp_crop(occluded, self.to_target[k][t], self.sizes[t]))
         out = {}
         for t in self.targets:
-            emb = embed_crops(cached_model(t), np.stack(crops[t])).numpy()
+            dev = torch_device(self.device)
+            emb = embed(model_on(t, dev), to_tensor(np.stack(crops[t])).to(dev)).cpu().numpy()
             unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             out[t] = np.concatenate([
                 clean - self.unit[t][list(p.references)] @ unit[k]
@@ -256,7 +259,8 @@ class Study:
     """Holds the data, caches maps per (source, method, target) and evaluates variants."""
 
     def __init__(self, faces: FaceData, sources: Sequence[str], targets: Sequence[str], *, budget: float,
-                 seed: int, probes_per_identity: int | None, max_different: int, log: Any = None) -> None:
+                 seed: int, probes_per_identity: int | None, max_different: int, log: Any = None,
+                 device: str = "cpu") -> None:
         from facecloak.faces.parse import face_region
         from facecloak.models import get_spec
 
@@ -264,14 +268,15 @@ class Study:
         self.budget, self.seed = budget, seed
         self.log = log or (lambda msg: None)
         models = list(dict.fromkeys([*sources, *targets]))
-        self.embeddings = embed_all(faces, models)
+        self.device = device  # where the sources and targets run
+        self.embeddings = embed_all(faces, models, device)
         ids = faces.identities
         self.pairs = PairSet(same_pairs(ids), different_pairs(ids, max_different, np.random.default_rng([seed, 0xBC])))
         self.impostors = {m: impostor_centroids(self.embeddings[m], ids, N_IMPOSTORS, np.random.default_rng([seed, 7]))
                           for m in sources}
         self.region = face_region(faces.labels)
         self.probes = choose_probes(ids, probes_per_identity, np.random.default_rng([seed, 0x9B]))
-        self.occluder = Occluder(faces, targets, self.embeddings, self.probes, "arcface112")
+        self.occluder = Occluder(faces, targets, self.embeddings, self.probes, "arcface112", device)
         self.n_default = {m: len(get_spec(m).default_layers) for m in sources}
         self._maps: dict[tuple[str, str, str], np.ndarray] = {}
         self._scatter: dict[str, np.ndarray] | None = None
@@ -287,7 +292,7 @@ class Study:
             layers = {source: (*get_spec(source).default_layers, "input")}
             settings = leam_settings({"method": method, "layers": layers}, target=target)
             mm = maps_for(source, self.faces, settings, self.embeddings[source],
-                          impostors=self.impostors[source] if target == "contrast" else None)
+                          impostors=self.impostors[source] if target == "contrast" else None, device=self.device)
             self._maps[key] = mm.layer_maps
             self.map_seconds["/".join(key)] = round(time.perf_counter() - t0, 1)
             self.log(f"  maps {'/'.join(key)}: {time.perf_counter() - t0:.0f} s")
@@ -566,16 +571,19 @@ def run_variants(
     extra: Sequence[Variant] = (),
     log: Any = None,
     command: str = "",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate the design on the labelled set in `data`; writes OUT/variants.json and OUT/variants.md.
-    log: a `(message) -> None` callback for progress lines (the CLI prints them); command: recorded in the output."""
+    log: a `(message) -> None` callback for progress lines (the CLI prints them); command: recorded in the output;
+    device: where the models run (auto, cpu, cuda[:N])."""
     start = time.perf_counter()
     log = log or (lambda msg: None)
     out = Path(out)
     models = list(dict.fromkeys([*sources, *targets]))
+    torch_device(device)  # an unavailable device stops here, before any photo
     faces = load_faces(Path(data), models, identities=identities, seed=seed, keep_photos=True)
     study = Study(faces, sources, targets, budget=budget, seed=seed, probes_per_identity=probes_per_identity,
-                  max_different=max_different, log=log)
+                  max_different=max_different, log=log, device=device)
     study.command = command
     design = list(variants) if variants is not None else one_factor_design()
     results: list[dict[str, Any]] = []

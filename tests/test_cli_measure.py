@@ -40,3 +40,40 @@ def test_no_argparse_scripts_are_left() -> None:
                if "argparse" in p.read_text()]
     # bench/variants.py becomes `facecloak bench variants` on the bench branch; nothing else may parse argv itself.
     assert {p.name for p in scripts} <= {"variants.py"}, scripts
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here: --device cuda would run")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--recipe", "quick", "--data", "{tmp}/none", "-o", "{tmp}/r"],
+        ["patterns", "--data", "{tmp}/none", "-o", "{tmp}/p"],
+        ["variants", "--data", "{tmp}/none", "-o", "{tmp}/v"],
+        ["independent", "--data", "{tmp}/none", "-o", "{tmp}/i"],
+        ["speed-protect", "-o", "{tmp}/s"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_every_bench_command_that_runs_models_takes_a_device_and_refuses_a_missing_one_first(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device` reaches the bench as it reaches protect and explain; a device this machine lacks is one line and
+    exit 2, before any photo is read (the data folders here do not even exist) or any output is written."""
+    code, _, err = run_main(["bench", *(a.format(tmp=tmp_path) for a in args), "--device", "cuda"], capsys)
+    assert code == 2 and "CUDA is not available" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_speed_protect_runs_each_checkout_on_the_device_where_it_has_devices(tmp_path: Path) -> None:
+    """This checkout gets `--device` (and the snippets their device); an older one without devices runs as it did."""
+    from bench.speed_protect import DEVICE_KWARGS, DEVICE_VARIABLE, REPO, facecloak_tool
+
+    new = facecloak_tool("facecloak", REPO, ("--level", "low"), "cpu")
+    assert new.argv[-4:] == ["--level", "low", "--device", "cpu"] and new.env[DEVICE_VARIABLE] == "cpu"
+    (tmp_path / "facecloak" / "masking").mkdir(parents=True)  # a checkout from before `resolve_device`
+    old = facecloak_tool("old", tmp_path, (), "cuda")
+    assert "--device" not in old.argv and DEVICE_VARIABLE not in old.env
+    for env, kwargs in ((new.env, {"device": "cpu"}), (old.env, {})):
+        scope: dict = {}
+        exec(DEVICE_KWARGS.replace("os.environ", "ENV"), {"ENV": env}, scope)
+        assert scope["DEVICE"] == kwargs

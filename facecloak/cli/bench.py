@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from facecloak.cli.common import progress_iter
+from facecloak.cli.common import DeviceOption, progress_iter
 from facecloak.errors import FacecloakError
 
 bench_app = typer.Typer(help="Measure LEAM: transfer benchmark, pattern analysis, variant study (needs the source "
@@ -74,16 +74,20 @@ def run_command(
                                                          "Ray sized to this machine).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="With --backend ray: Ray workers (default: one per "
                                                             "CPU).")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Transfer benchmark: Δcos and dodging on every target for masks chosen with every source, vs controls."""
+    from facecloak.masking.stage import resolve_device
+
+    resolve_device(device)  # an unavailable device stops here, before any photo (Ray workers resolve "auto" alone)
     with _bench_checkout():
         from bench import config, transfer
     items = config.parse_overrides(overrides or [])
     if seed is not None:
         items["seed"] = str(seed)
     rec = config.load_recipe(recipe, items)
-    units = _units_executor(backend, ray_address, workers, use_cache=not no_cache)
-    models = transfer.default_backend(use_cache=not no_cache)
+    units = _units_executor(backend, ray_address, workers, use_cache=not no_cache, device=device)
+    models = transfer.default_backend(use_cache=not no_cache, device=device)
     payload = transfer.run_transfer(rec, data, out, backend=models, examples=not no_examples,
                                     command=_command_line(), progress=progress_iter, units=units)
     s = payload["summary"]
@@ -99,7 +103,8 @@ def run_command(
     console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
 
 
-def _units_executor(backend: str, address: str | None, workers: int | None, *, use_cache: bool) -> Any:
+def _units_executor(backend: str, address: str | None, workers: int | None, *, use_cache: bool,
+                    device: str = "cpu") -> Any:
     """None (local units) or the Ray executor of bench.scale."""
     if backend == "local":
         if address is not None or workers is not None:
@@ -115,7 +120,7 @@ def _units_executor(backend: str, address: str | None, workers: int | None, *, u
     with _bench_checkout():
         from bench import scale, transfer
     return scale.ray_units(RayConfig(address=address, workers=workers),
-                           functools.partial(transfer.default_backend, use_cache=use_cache))
+                           functools.partial(transfer.default_backend, use_cache=use_cache, device=device))
 
 
 @bench_app.command("patterns")
@@ -128,6 +133,7 @@ def patterns_command(
     seed: int = 0,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a LEAM setting, TOML value: --set method=layercam --set budget=2.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """LEAM patterns: person-specificity (Bhattacharyya coefficient), region shares, layer diversity."""
     with _bench_checkout():
@@ -136,7 +142,7 @@ def patterns_command(
 
     settings = {k: config.parse_value(v) for k, v in config.parse_overrides(overrides or []).items()}
     patterns.run_patterns(data, out, identities=identities, per_identity=per_identity, models=parse_names(models),
-                          seed=seed, overrides=settings, progress=progress_iter)
+                          seed=seed, overrides=settings, progress=progress_iter, device=device)
 
 
 @bench_app.command("variants")
@@ -154,6 +160,7 @@ def variants_command(
     variants: Annotated[str | None, typer.Option(help="Explicit ';'-separated method/layers/selection/target "
                                                       "list instead of the design.")] = None,
     extra: Annotated[str | None, typer.Option(help="';'-separated variants added to the design.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Which LEAM variant (method, layers, selection, target) makes the paper's findings hold."""
     import json
@@ -167,7 +174,7 @@ def variants_command(
         data, out, sources=parse_names(sources) or [], targets=parse_names(targets) or [], budget=budget, seed=seed,
         probes_per_identity=probes_per_identity or None, identities=identities, n_combinations=combinations,
         variants=study.parse_variants(variants) or None, extra=study.parse_variants(extra),
-        log=lambda msg: err.print(msg, highlight=False), command=_command_line(),
+        log=lambda msg: err.print(msg, highlight=False), command=_command_line(), device=device,
     )
     console.print(json.dumps(payload["recommendation"], indent=2))
     console.print(f"wrote {out / 'variants.json'} and {out / 'variants.md'}")
@@ -189,9 +196,13 @@ def independent_command(
     defence: Annotated[list[str] | None, typer.Option(
         "--defence", help="Processing applied to each written file before the recognisers read it (repeatable): "
                           "jpeg<quality>, resize<percent>, blur<sigma>, inpaint-mask.")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Protect photos, write and decode them, and let independent recognisers read them their own way."""
     from facecloak.cli.common import parse_names
+    from facecloak.masking.stage import resolve_device
+
+    resolve_device(device)  # an unavailable device stops here, before any photo
 
     with _bench_checkout():
         from bench import independent
@@ -202,7 +213,7 @@ def independent_command(
     i, n = (int(v) for v in shard.split("/"))
     probes = probes[i::n]
     result = independent.run(probes, settings, parse_names(pipelines) or [], seed=seed, progress=progress_iter,
-                             checkpoint=out / "rows.jsonl", defences=defences)
+                             checkpoint=out / "rows.jsonl", defences=defences, device=device)
     independent.write_outputs(result, out, _command_line())
     console.print(independent.markdown(result))
     console.print(f"wrote {out / 'independent.json'} and {out / 'report.md'}")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sized
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
 stderr = Console(stderr=True)
+
+# The one `--device` option of protect, explain and the bench commands that run recognition models.
+DeviceOption = Annotated[str, typer.Option(help="Where the recognition models (and the cloak) run: auto (CUDA when "
+                                                "present), cpu, cuda or cuda:N.")]
 
 
 def parse_names(value: str | None) -> list[str] | None:

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 
 import leam
-from facecloak.cli.common import parse_names, progress_iter
+from facecloak.cli.common import DeviceOption, parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError
 from facecloak.faces.parse import PARSERS
 from leam.errors import LeamError
@@ -73,8 +73,7 @@ def explain_command(
     largest_only: Annotated[bool, typer.Option(help="Explain only the largest face of each photo.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the 'sampled' selection.")] = 0,
     layer_maps: Annotated[bool, typer.Option("--layer-maps/--no-layer-maps", help="Write per-layer PNGs.")] = True,
-    device: Annotated[str, typer.Option(help="Where the recognition models run: auto (CUDA when present), cpu, "
-                                             "cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Write LEAM heatmaps (per layer and overall), the top-k % mask and its facial regions for every face."""
     from facecloak.faces.parse import get_parser

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from facecloak.cli.bench import _bench_checkout, _command_line, bench_app
-from facecloak.cli.common import parse_names
+from facecloak.cli.common import DeviceOption, parse_names
 
 OutOption = Annotated[Path, typer.Option("-o", "--out", help="Folder for the results (JSON + markdown).")]
 SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside a source checkout
@@ -58,6 +58,7 @@ def speed_protect_command(
     level_photos: Annotated[int, typer.Option(min=2, help="Photos per set for the --levels runs.")] = 20,
     memory_level: Annotated[str, typer.Option(help="Protection level of the traced protect calls (empty: "
                                                    "protect()'s defaults, the black 1 % fill).")] = "",
+    device: DeviceOption = "auto",
 ) -> None:
     """Speed of `facecloak protect` against `deface`, side by side in one run (start-up, folder, marginal seconds
     per photo, peak RSS; each asked level end to end; the sparse cloak's seconds per face; a profile of protect's
@@ -68,7 +69,7 @@ def speed_protect_command(
         options = SpeedProtectOptions(
             out, data, photos, repeats, deface, baseline_ref, cloak_faces, folder_repeats, memory_photos,
             profile_photos=profile_photos, command=_command_line(), levels=tuple(parse_names(levels) or ()),
-            level_photos=level_photos, memory_level=memory_level)
+            level_photos=level_photos, memory_level=memory_level, device=device)
         typer.echo(run_speed_protect(options, warn=lambda line: typer.echo(line, err=True)))
 
 

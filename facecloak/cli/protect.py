@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from facecloak.cli.common import parse_names, progress_iter
+from facecloak.cli.common import DeviceOption, parse_names, progress_iter
 from facecloak.errors import ConfigError, FacecloakError, ImageError, NoFaceError
 from facecloak.faces.parse import PARSERS
 from facecloak.protection.fills import FILLS
@@ -223,9 +223,7 @@ def protect_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="With --backend ray: Ray workers (default: one per CPU of the cluster).")
     ] = None,
-    device: Annotated[
-        str, typer.Option(help="Where the recognition models run: auto (CUDA when present), cpu, cuda or cuda:N.")
-    ] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Write protected copies of photos: only the pixels recognition relies on most are changed. Each written file
     is read back by local face recognisers through their own detection and alignment, and the result says, per
