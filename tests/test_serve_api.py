@@ -443,7 +443,7 @@ def test_cli_serve_prints_address_and_token_only_off_loopback(monkeypatch: pytes
     from facecloak.cli import app
 
     served: list[Any] = []
-    monkeypatch.setattr(facecloak.serve.jobs, "preload", lambda models, warm_up=True: None)
+    monkeypatch.setattr(facecloak.serve.jobs, "preload", lambda models, warm_up=True, device="cpu": None)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append((self.config.app, sockets)))
     args = ["serve", "--port", "0"] + ([] if host is None else ["--host", host])
     result = CliRunner().invoke(app, args)
@@ -462,6 +462,23 @@ def test_cli_serve_prints_address_and_token_only_off_loopback(monkeypatch: pytes
             client = Client(base)
             assert client.json("GET", "/api/info")[0] == 401
             assert client.json("GET", f"/api/info?token={token.group(1)}")[0] == 200
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here: --device cuda would run")
+def test_cli_serve_refuses_a_missing_device_before_loading_or_listening(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`facecloak serve --device` as `protect --device`: a device this machine lacks stops the command with the
+    reason, before any model is loaded or the port is taken."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import facecloak.serve.jobs
+    from facecloak.cli import app
+    from facecloak.errors import ConfigError
+
+    monkeypatch.setattr(facecloak.serve.jobs, "preload", lambda *a, **k: pytest.fail("models loaded"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served"))
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--device", "cuda"])
+    assert isinstance(result.exception, ConfigError) and "CUDA is not available" in str(result.exception)
 
 
 def test_heatmap_of_a_large_photo_is_scaled_for_display() -> None:
@@ -486,7 +503,9 @@ def test_a_level_can_carry_its_own_models_and_cloak_settings(monkeypatch: pytest
     run(photo(0), Strength("cloak", 2.0, "x", models=("mbf-tf", "hse-mnv1"), cloak="SETTINGS"))
     run(photo(0), LEVELS["low"])
     assert calls[0] == {"models": ("mbf-tf", "hse-mnv1"), "budget": 2.0, "fill": "cloak", "seed": 0,
-                        "cloak_settings": "SETTINGS"}  # fmt: skip
+                        "cloak_settings": "SETTINGS", "device": "cpu"}  # fmt: skip
+    default_protector(("mbf-arc",), device="cuda:1")(photo(0), LEVELS["low"])
+    assert calls[-1]["device"] == "cuda:1"  # `serve --device` reaches every protect call
     # the library's low level carries its own source models and no cloak settings (black fill)
     assert calls[1]["models"] == LEVELS["low"].models and calls[1]["cloak_settings"] is None
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from facecloak.cli.common import parse_names
+from facecloak.cli.common import DeviceOption, parse_names
 from facecloak.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ def serve_command(
     ] = 15.0,
     queue: Annotated[int, typer.Option(help="Photos that may wait at once; more get 503 'busy'.", min=1)] = 100,
     warm_up: Annotated[bool, typer.Option(help="Load the models and run one small photo before serving.")] = True,
+    device: DeviceOption = "auto",
 ) -> None:
     """Start the local web page: drop photos in a browser, get protected copies back. Nothing leaves this machine."""
     try:
@@ -52,12 +53,14 @@ def serve_command(
         from facecloak.serve.policy import default_verifier
     except ImportError as exc:
         raise ConfigError(f"`facecloak serve` needs the serve extra: pip install 'facecloak[serve]' ({exc})") from None
+    from facecloak.masking.stage import resolve_device
     from facecloak.models import get_spec
     from facecloak.protection.protect import DEFAULT_MODELS
 
     chosen = tuple(parse_names(models) or DEFAULT_MODELS)
     for m in chosen:
         get_spec(m)
+    on = str(resolve_device(device))  # an unavailable device stops here, before the port is taken
     bind = host or "127.0.0.1"
     token = None if is_loopback(bind) else secrets.token_urlsafe(24)
     try:
@@ -69,10 +72,10 @@ def serve_command(
     except OSError as exc:
         raise ConfigError(f"cannot listen on {bind}:{port} ({exc.strerror}); choose another --port") from None
 
-    typer.echo(f"facecloak serve: loading models {', '.join(chosen)} ...")
-    preload(chosen, warm_up=warm_up)
+    typer.echo(f"facecloak serve: loading models {', '.join(chosen)} on {on} ...")
+    preload(chosen, warm_up=warm_up, device=on)
     runner = JobRunner(
-        default_protector(chosen), default_verifier(), max_pixels=int(max_megapixels * 1e6),
+        default_protector(chosen, device=on), default_verifier(), max_pixels=int(max_megapixels * 1e6),
         keep_seconds=keep_minutes * 60.0, max_queue=queue,
     )  # fmt: skip
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 2**20), token=token, models=chosen)

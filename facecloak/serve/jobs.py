@@ -126,31 +126,36 @@ def _for_display(rgb: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndar
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
 
 
-def default_protector(models: Sequence[str]) -> Protector:
+def default_protector(models: Sequence[str], device: str = "cpu") -> Protector:
+    """`protect` with the page's strength, its models and the cloak on `device` (cpu, cuda, cuda:N)."""
+
     def run(rgb: np.ndarray, strength: Strength) -> Any:
         from facecloak.protection.protect import protect
 
         chosen = tuple(strength.models or models)
         return protect(rgb, models=chosen, budget=strength.budget, fill=strength.fill, seed=0,
-                       cloak_settings=strength.cloak)  # fmt: skip
+                       cloak_settings=strength.cloak, device=device)  # fmt: skip
 
     return run
 
 
-def preload(models: Sequence[str], warm_up: bool = True) -> None:
-    """Load the detector, the parser and the models now (and run one small photo), so the first upload is fast."""
-    from facecloak.models import cached_model
+def preload(models: Sequence[str], warm_up: bool = True, device: str = "cpu") -> None:
+    """Load the detector, the parser and the models (on `device`) now, and run one small photo, so the first upload
+    is fast."""
+    import torch
+
+    from facecloak.masking.stage import model_on
     from facecloak.protection.protect import default_detector, default_parser, protect
 
     default_detector()
     default_parser()
     for m in models:
-        cached_model(m)
+        model_on(m, torch.device(device))
     if warm_up:
         from facecloak.photos.bundled import bundled_photos
 
         small = min(bundled_photos().values(), key=lambda rgb: rgb.size)
-        protect(small, models=tuple(models), fill="black", budget=1.0, seed=0)
+        protect(small, models=tuple(models), fill="black", budget=1.0, seed=0, device=device)
 
 
 class JobRunner:
