@@ -358,3 +358,21 @@ def test_the_cached_face_detector_is_dlibs_own_and_a_damaged_copy_is_rebuilt(
     assert [p.name for p in (tmp_path / "dlib").glob("*.svm")] == [saved.name] and saved.read_bytes() == good
     rgb = next(iter(bundled_photos().values()))
     assert rebuilt.run(rgb, 1, 0.0) == own.run(rgb, 1, 0.0)
+
+
+@pytest.mark.real
+def test_the_face_detector_is_built_when_the_cache_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache folder that cannot be created (here: under a file) costs the saved copy, never the detector."""
+    dlib, _ = require_dlib("the cached face detector")
+    from facecloak.models.blackbox import frontal_face_detector
+    from facecloak.photos.bundled import bundled_photos
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FACECLOAK_HOME", str(blocker / "home"))
+    detector = frontal_face_detector(dlib)
+    rgb = next(iter(bundled_photos().values()))
+    assert detector.run(rgb, 1, 0.0) == dlib.get_frontal_face_detector().run(rgb, 1, 0.0)
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
