@@ -20,7 +20,7 @@ from facecloak.errors import ConfigError
 from facecloak.faces.align import TEMPLATES, warp_between_templates
 from facecloak.masking.impostors import impostors_for
 from facecloak.models import embed_crops as embed_crops  # re-exported: callers import it from here
-from facecloak.models import get_spec, to_tensor
+from facecloak.models import get_spec, model_device, to_tensor
 
 TARGETS = ("auto", "reference", "flip", "contrast")
 
@@ -128,11 +128,12 @@ def model_maps(
 ) -> ModelMaps:
     """LEAM maps of `crops` in the common template (numpy, on the CPU).
 
-    crops: uint8 (N, s, s, 3) RGB in the model's template, or the model input itself, float32 (N, 3, s, s) in
-    0-255 on the model's device (see `facecloak.models.to_tensor`). References and impostors move to that device.
+    crops: uint8 (N, s, s, 3) RGB in the model's template (moved to the model's device), or the model input itself,
+    float32 (N, 3, s, s) in 0-255 on the model's device (see `facecloak.models.to_tensor`). References and impostors
+    move to that device.
     """
     spec = get_spec(model_id)
-    x = crops if isinstance(crops, torch.Tensor) else to_tensor(crops)
+    x = crops if isinstance(crops, torch.Tensor) else to_tensor(crops).to(model_device(model))
     references = references.to(x.device) if references is not None else None
     impostors = impostors.to(x.device) if impostors is not None else None
     if settings.target == "contrast" and impostors is None:

@@ -60,8 +60,15 @@ def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 32) -> torch.Tens
 
 
 def embed_crops(model: nn.Module, crops: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """Raw embeddings (N, D) of uint8 (N, S, S, 3) RGB crops aligned to the model's template."""
-    return embed(model, to_tensor(crops), batch_size)
+    """Raw embeddings (N, D), on the CPU, of uint8 (N, S, S, 3) RGB crops aligned to the model's template; the crops
+    go to the model's device."""
+    return embed(model, to_tensor(crops).to(model_device(model)), batch_size).cpu()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s weights are (the CPU for a model without any)."""
+    weight = next(model.parameters(), None)
+    return weight.device if weight is not None else torch.device("cpu")
 
 
 # Architectures register themselves; keep this list in the order `models list` shows them.
@@ -77,5 +84,6 @@ __all__ = [
     "embed_crops",
     "get_spec",
     "load_model",
+    "model_device",
     "to_tensor",
 ]
