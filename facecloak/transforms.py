@@ -45,6 +45,8 @@ class LeamOcclusion(A.ImageOnlyTransform):
         cloak_steps: optimisation steps when the fill is "cloak".
         parser: face parser bounding the face region, a name from `facecloak.faces.parse.PARSERS`: "facemesh" (default)
             or "landmarks5" (no weights).
+        device: where the models (and the cloak) run: "cpu" (default: safe in forked DataLoader workers), "cuda",
+            "cuda:N" or "auto"; resolved in the process that applies the transform.
         p: probability of applying the transform.
     Targets: image (uint8 RGB, H x W x 3).
     """
@@ -56,8 +58,10 @@ class LeamOcclusion(A.ImageOnlyTransform):
         fill: str | Sequence[str] = "black",
         cloak_steps: int = 20,
         parser: str = "facemesh",
+        device: str = "cpu",
         p: float = 1.0,
     ) -> None:
+        from facecloak.masking.stage import resolve_device
         from facecloak.models import get_spec
 
         super().__init__(p=p)
@@ -69,6 +73,8 @@ class LeamOcclusion(A.ImageOnlyTransform):
         self.fill: str | tuple[str, ...] = fill if isinstance(fill, str) else tuple(fill)
         self.cloak_steps = int(cloak_steps)
         self.parser = parser
+        self.device = str(device)
+        resolve_device(self.device)  # an unknown or missing device is refused here, not in a worker
         if isinstance(self.budget, tuple) and self.budget[0] > self.budget[1]:
             raise ConfigError(f"a budget range needs low <= high, got {budget}")
         fills = (self.fill,) if isinstance(self.fill, str) else self.fill
@@ -86,7 +92,7 @@ class LeamOcclusion(A.ImageOnlyTransform):
             raise ConfigError(f"cloak_steps must be >= 0, got {cloak_steps}")
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("models", "budget", "fill", "cloak_steps", "parser")
+        return ("models", "budget", "fill", "cloak_steps", "parser", "device")
 
     def get_params(self) -> dict[str, Any]:
         # Parameter names differ from the attributes on purpose: albumentations copies an attribute called `fill`
@@ -117,5 +123,6 @@ class LeamOcclusion(A.ImageOnlyTransform):
             seed=leam_seed,
             cloak_settings=CloakSettings(steps=self.cloak_steps),
             parser=_parser(self.parser),
+            device=self.device,
         )
         return result.image

@@ -153,7 +153,17 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("gpu-please")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # cuDNN's default; restored after the test
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32  # a property of torch's C module: restored by hand
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        # indexed, as tensors on the device report it, so "cuda" and "cuda:1" are one cache entry (`model_on`)
+        assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 1)
+        assert resolve_device("cuda:0") == torch.device("cuda", 0)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32  # float32 figures
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -51,6 +51,8 @@ def test_budget_and_fill_are_sampled_from_the_given_ranges() -> None:
         ({"fill": []}, "at least one fill"),
         ({"parser": "nose"}, "unknown parser"),
         ({"cloak_steps": -1}, "cloak_steps"),
+        ({"device": "gpu-please"}, "unknown device"),
+        *([] if torch.cuda.is_available() else [({"device": "cuda"}, "CUDA is not available")]),
     ],
 )
 def test_invalid_arguments_are_refused(kwargs: dict, message: str) -> None:
@@ -72,12 +74,13 @@ def test_to_dict_from_dict_and_pickle_round_trips() -> None:
     assert entry == {
         "__class_fullname__": "facecloak.transforms.LeamOcclusion", "p": 1.0, "models": ["mbf-arc"],
         "budget": [1.0, 2.0], "fill": ["black", "noise"], "cloak_steps": 20, "parser": "landmarks5",
+        "device": "cpu",
     }  # fmt: skip
     for restored in (A.from_dict(as_json), pickle.loads(pickle.dumps(pipeline))):
         t = restored.transforms[1]
         assert isinstance(t, LeamOcclusion)
-        assert (t.models, t.budget, t.fill, t.cloak_steps, t.parser) == (
-            ("mbf-arc",), (1.0, 2.0), ("black", "noise"), 20, "landmarks5"
+        assert (t.models, t.budget, t.fill, t.cloak_steps, t.parser, t.device) == (
+            ("mbf-arc",), (1.0, 2.0), ("black", "noise"), 20, "landmarks5", "cpu"
         )
 
 

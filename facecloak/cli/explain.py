@@ -125,11 +125,14 @@ class _Explainer:
 
     def load_person(self, name: str, files: list[Path]) -> None:
         """Build and save the person's profile from all photos; keep each photo's leave-one-out reference."""
+        import torch
+
         import leam
         from facecloak.explain import leave_one_out_references
         from facecloak.faces.align import align
         from facecloak.files import sha256_file
-        from facecloak.models import cached_model, embed_crops, get_spec
+        from facecloak.masking.stage import model_on
+        from facecloak.models import embed_crops, get_spec
         from facecloak.photos.io import read_image
         from facecloak.protection.protect import build_person
 
@@ -138,7 +141,7 @@ class _Explainer:
         photos = [read_image(p).rgb for p in files]
         hashes = [sha256_file(p) for p in files]
         person, profile = build_person(name, photos, models=self.models, settings=self.settings,
-                                       photo_hashes=hashes, detector=self.detector)
+                                       photo_hashes=hashes, detector=self.detector, device=self.device)
         path = leam.save_profile(self.out / f"{_safe(name)}.profile.npz", profile)
         stderr.print(f"profile of {name!r}: {person.n_photos} of {len(files)} photos, saved to {path}", highlight=False)
         faces = [max(self.detector.detect(img), key=lambda f: f.area, default=None) for img in photos]
@@ -147,7 +150,7 @@ class _Explainer:
             template = get_spec(m).template
             found = [i for i, f in enumerate(faces) if f is not None]
             crops = np.stack([align(photos[i], faces[i], template).crop for i in found])  # type: ignore[arg-type]
-            emb = embed_crops(cached_model(m), crops).numpy()
+            emb = embed_crops(model_on(m, torch.device(self.device)), crops).numpy()
             full = np.full((len(photos), emb.shape[1]), np.nan, np.float32)
             full[found] = emb
             embeddings[m] = full

@@ -449,7 +449,8 @@ class _Runner:
         files = [i.path for i in find_images([folder])]
         photos = [read_image(p, max_pixels=self.o.max_pixels).rgb for p in files]
         hashes = [sha256_file(p) for p in files]
-        person, profile = build_person(name, photos, models=self.models, photo_hashes=hashes, detector=self.detector)
+        person, profile = build_person(name, photos, models=self.models, photo_hashes=hashes, detector=self.detector,
+                                       device=self.o.device)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         path = paths.profiles_dir() / f"{safe}.npz"
         leam.save_profile(path, profile)  # relevance maps only; the identity centroids stay in memory

@@ -24,7 +24,7 @@ from facecloak import paths
 from facecloak.faces.align import align
 from facecloak.faces.detect import default_detector
 from facecloak.files import atomic_path
-from facecloak.models import embed_crops, get_spec
+from facecloak.models import embed_crops, get_spec, model_device
 from facecloak.photos.bundled import bundled_photos
 from facecloak.verification.thresholds import load_thresholds
 
@@ -45,9 +45,11 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def bank_path(model_id: str, model: nn.Module) -> Path:
-    """Where the bank of `model` (aligned to `model_id`'s template) is cached."""
+    """Where the bank of `model` (aligned to `model_id`'s template) is cached; a bank computed on a GPU is kept apart
+    (its floats differ a little), so CPU runs never depend on which device filled the cache first."""
     key = hashlib.sha256(f"{BANK_VERSION}|{get_spec(model_id).template}|{weights_digest(model)}".encode()).hexdigest()
-    return paths.home() / "impostors" / f"{model_id}-{key[:24]}.npy"
+    on = model_device(model).type
+    return paths.home() / "impostors" / f"{model_id}-{key[:24]}{'' if on == 'cpu' else '-' + on}.npy"
 
 
 def compute_bank(model_id: str, model: nn.Module) -> torch.Tensor:

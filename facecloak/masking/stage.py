@@ -39,21 +39,36 @@ ModelLoader = Callable[[str], nn.Module]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; otherwise the named device (refused when it is not available)."""
+    """"auto" -> CUDA when available, else CPU; otherwise the named device (refused when it is not available).
+    A CUDA device comes back with its index ("cuda" -> "cuda:0"), as tensors on it report it, so every cache keyed
+    by device sees one name. On CUDA, TF32 convolutions and matmuls are turned off: the thresholds and the
+    measured figures are float32 (cuDNN allows TF32 by default)."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
-    return resolved
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return _indexed(resolved)
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """"cuda" -> "cuda:<current>"; any other device as it is."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def model_on(model_id: str, device: torch.device, load_model: ModelLoader = cached_model) -> nn.Module:
-    """A recognition model on `device`: CPU models are shared (`cached_model`), others cached per device."""
-    device = torch.device(device)
+    """A recognition model on `device`: CPU models are shared (`cached_model`), others cached per device (one entry
+    per indexed device: "cuda" and "cuda:0" are the same)."""
+    device = _indexed(torch.device(device))
     if load_model is cached_model:
         return cached_model(model_id) if device.type == "cpu" else cached_model(model_id, str(device))
     return load_model(model_id).to(device)

@@ -28,7 +28,7 @@ from facecloak.masking.stage import (
     model_templates,
     resolve_device,
 )
-from facecloak.models import cached_model, embed_crops, get_spec
+from facecloak.models import embed_crops, get_spec
 from facecloak.protection.cloak import CloakSettings, SourceModel
 from facecloak.protection.fills import get_fill
 from facecloak.verification.thresholds import load_thresholds
@@ -222,6 +222,7 @@ def build_person(
     settings: LeamSettings | None = None,
     photo_hashes: Sequence[str] | None = None,
     detector=None,
+    device: str | torch.device = "cpu",
 ) -> tuple[Person, leam.Profile]:
     """Identity centroids and the LEAM profile of the person shown (largest face) in `photos`.
 
@@ -231,6 +232,7 @@ def build_person(
     """
     settings = settings or LeamSettings()
     detector = detector or default_detector()
+    dev = resolve_device(device)
     hashes = list(photo_hashes) if photo_hashes is not None else [str(i) for i in range(len(photos))]
     found = [
         (img, h, max(detector.detect(img), key=lambda f: f.area, default=None))
@@ -243,14 +245,15 @@ def build_person(
     maps: list[ModelMaps] = []
     for m in models:
         crops = np.stack([align(img, f, get_spec(m).template).crop for img, _, f in usable])
-        emb = embed_crops(cached_model(m), crops)
+        model = model_on(m, dev)
+        emb = embed_crops(model, crops)
         unit = torch.nn.functional.normalize(emb, dim=1)
         refs[m] = torch.nn.functional.normalize(unit.mean(0), dim=0).numpy()
         loo = leam.reference_target(emb).reference if len(usable) >= 2 else None
         # With one photo there is no "other photos" centroid: reference falls back to the mirrored photo.
         single = loo is None and settings.target == "reference"
         per_photo = replace(settings, target="flip") if single else settings
-        maps.append(model_maps(m, cached_model(m), crops, per_photo, references=loo))
+        maps.append(model_maps(m, model, crops, per_photo, references=loo))
     mean = ensemble(maps).mean(0)
     profile = leam.Profile(
         overall=mean / mean.sum(),
