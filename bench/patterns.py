@@ -352,18 +352,11 @@ def impostor_centroids(embeddings: np.ndarray, identities: Sequence[str], k: int
 
 def embed_all(faces: FaceData, models: Sequence[str], device: str = "cpu") -> dict[str, np.ndarray]:
     """Clean embeddings (N, D) of every face with every model (run on `device`)."""
-    from facecloak.masking.stage import model_on
+    from facecloak.masking.stage import model_on, resolve_device
     from facecloak.models import embed
 
-    dev = torch_device(device)
+    dev = resolve_device(device)
     return {m: embed(model_on(m, dev), faces.crops[m].to(dev)).cpu().numpy() for m in models}
-
-
-def torch_device(device: str) -> Any:
-    """`device` resolved (auto, cpu, cuda[:N]) by the masking stage; refused when it is not available."""
-    from facecloak.masking.stage import resolve_device
-
-    return resolve_device(device)
 
 
 def maps_for(model_id: str, faces: FaceData, settings: Any, embeddings: np.ndarray, *,
@@ -373,12 +366,12 @@ def maps_for(model_id: str, faces: FaceData, settings: Any, embeddings: np.ndarr
     import torch
 
     from facecloak.masking.leamface import model_maps
-    from facecloak.masking.stage import model_on
+    from facecloak.masking.stage import model_on, resolve_device
 
     refs = torch.from_numpy(loo_references(embeddings, faces.identities))
     imp = torch.from_numpy(impostors) if impostors is not None else None
     use_refs = settings.target in ("auto", "reference", "contrast")
-    dev = torch_device(device)
+    dev = resolve_device(device)
     return model_maps(model_id, model_on(model_id, dev), faces.crops[model_id].to(dev), settings,
                       references=refs if use_refs else None, impostors=imp)
 
@@ -453,10 +446,10 @@ def _example_rows(faces: FaceData, models: Sequence[str], settings: Any, use_ast
 
     from facecloak.faces.align import align
     from facecloak.masking.leamface import model_maps
-    from facecloak.masking.stage import align_faces, model_on, model_templates
+    from facecloak.masking.stage import align_faces, model_on, model_templates, resolve_device
     from facecloak.protection.protect import default_detector
 
-    dev = torch_device(device)
+    dev = resolve_device(device)
     rows: dict[str, dict[str, np.ndarray]] = {}
     if use_astronaut:
         from skimage import data as skdata
@@ -533,6 +526,7 @@ def run_patterns(
     unless overridden (`--set target=reference` drops the impostors).
     Returns the payload written to patterns.json.
     """
+    from facecloak.masking.stage import resolve_device
     from facecloak.models import MODELS, get_spec
 
     start = time.perf_counter()
@@ -541,7 +535,7 @@ def run_patterns(
     for m in model_ids:
         get_spec(m)
     settings = leam_settings(overrides)
-    torch_device(device)  # an unavailable device stops here, before any photo
+    resolve_device(device)  # an unavailable device stops here, before any photo
     faces = load_faces(Path(data), model_ids, identities=identities, per_identity=per_identity, seed=seed,
                        common_template=settings.common_template, progress=progress)
     ids, genders = faces.identities, faces.genders

@@ -56,7 +56,6 @@ from bench.patterns import (
     pair_bc,
     pair_mask_bc,
     same_pairs,
-    torch_device,
 )
 from bench.report import environment_info, write_results, write_text
 
@@ -172,14 +171,14 @@ class Occluder:
     def __init__(self, faces: FaceData, targets: Sequence[str], embeddings: Mapping[str, np.ndarray],
                  probes: Sequence[Probe], common_template: str, device: str = "cpu") -> None:
         from facecloak.faces.align import TEMPLATES, compose_affine
-        from facecloak.masking.stage import align_faces
+        from facecloak.masking.stage import align_faces, resolve_device
         from facecloak.models import get_spec
 
         if faces.photos is None:
             raise ValueError("the occlusion benchmark needs the photos (load_faces(..., keep_photos=True))")
         self.targets = tuple(targets)
         self.probes = tuple(probes)
-        self.device = device
+        self.device = resolve_device(device)  # where the targets run
         self.sizes = {t: get_spec(t).input_size for t in targets}
         self.unit = {t: embeddings[t] / np.linalg.norm(embeddings[t], axis=1, keepdims=True) for t in targets}
         self.regions: list[np.ndarray] = []
@@ -209,7 +208,7 @@ class Occluder:
         the probes in the common template."""
         from facecloak.faces.align import warp_crop, warp_to_photo
         from facecloak.masking.stage import model_on
-        from facecloak.models import embed, to_tensor
+        from facecloak.models import embed_crops
 
         crops: dict[str, list[np.ndarray]] = {t: [] for t in self.targets}
         for k, mask in enumerate(masks):
@@ -220,8 +219,7 @@ class Occluder:
                 crops[t].append(warp_crop(occluded, self.to_target[k][t], self.sizes[t]))
         out = {}
         for t in self.targets:
-            dev = torch_device(self.device)
-            emb = embed(model_on(t, dev), to_tensor(np.stack(crops[t])).to(dev)).cpu().numpy()
+            emb = embed_crops(model_on(t, self.device), np.stack(crops[t])).numpy()
             unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             out[t] = np.concatenate([
                 clean - self.unit[t][list(p.references)] @ unit[k]
@@ -576,11 +574,13 @@ def run_variants(
     """Evaluate the design on the labelled set in `data`; writes OUT/variants.json and OUT/variants.md.
     log: a `(message) -> None` callback for progress lines (the CLI prints them); command: recorded in the output;
     device: where the models run (auto, cpu, cuda[:N])."""
+    from facecloak.masking.stage import resolve_device
+
     start = time.perf_counter()
     log = log or (lambda msg: None)
     out = Path(out)
     models = list(dict.fromkeys([*sources, *targets]))
-    torch_device(device)  # an unavailable device stops here, before any photo
+    resolve_device(device)  # an unavailable device stops here, before any photo
     faces = load_faces(Path(data), models, identities=identities, seed=seed, keep_photos=True)
     study = Study(faces, sources, targets, budget=budget, seed=seed, probes_per_identity=probes_per_identity,
                   max_different=max_different, log=log, device=device)
